@@ -1,0 +1,1 @@
+"""Pure array functions (NumPy on CPU, CuPy on GPU) for scores, hashes, motion and shots."""

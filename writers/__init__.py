@@ -1,0 +1,1 @@
+"""Sinks: image shards, clip directories, rejects, the run index; storage with atomic commit."""

@@ -1,0 +1,231 @@
+"""ImageWriterStage layout: ``images-{hash}-{index:06d}.tar`` + one Parquet per tar (SPEC §1).
+
+Shards are packed to exactly ``images_per_tar`` across batches (only a run's last shard may be
+short) and named from content that does not depend on scheduling: 12 hex chars of sha256 over
+the sorted keys of the run plus the writer configuration.
+
+Commit order per shard: tar, then Parquet. A shard counts as done when its Parquet exists; on
+resume a tar without its Parquet is deleted and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tarfile
+import time
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+CURATOR_COLUMNS = ("image_id", "tar_file", "member_name", "original_path", "metadata")
+
+
+def shard_name_hash(keys: Iterable[str], config: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(keys):
+        h.update(k.encode("utf-8", "surrogateescape"))
+        h.update(b"\n")
+    h.update(json.dumps(config, sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def shard_stem(name_hash: str, index: int) -> str:
+    return f"images-{name_hash}-{index:06d}"
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    # Curator's member attributes: they make tars byte-reproducible.
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    ti.mode = 0o644
+    ti.mtime = 0
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti
+
+
+class _OpenShard:
+    def __init__(self, storage: Storage, stem: str):
+        self.stem = stem
+        self.tar_rel = f"{stem}.tar"
+        self._cm = storage.open_atomic(self.tar_rel)
+        self._file = self._cm.__enter__()
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self.rows: list[dict[str, Any]] = []
+        self.nbytes = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, name: str, data: bytes) -> None:
+        self._tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+        self.nbytes += len(data)
+
+    def close(self) -> None:
+        self._tar.close()  # writes the end-of-archive blocks
+        self._cm.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        # The tarfile is left unclosed on purpose: no trailer goes into a file being dropped.
+        err = RuntimeError("shard aborted")
+        self._cm.__exit__(RuntimeError, err, None)
+
+
+class ImageShardWriter:
+    """Writes kept images into tar+Parquet shards. The seed's parameters, same defaults.
+
+    ``write_rows`` takes dicts with at least ``key, image_bytes, source``; other keys become
+    Parquet columns (typed by ``columns_schema``). Not thread-safe: one writer thread owns it.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        images_per_tar: int = 1000,
+        verbose: bool = False,
+        deterministic_name: bool = True,
+        remove_image_data: bool = False,
+        *,
+        name_hash: str | None = None,
+        start_index: int = 0,
+        sidecar_json: bool = True,
+        columns_schema: pa.Schema | None = None,
+        storage: Storage | None = None,
+        storage_options: dict | None = None,
+        on_shard_committed=None,
+    ):
+        if images_per_tar < 1:
+            raise ValueError("images_per_tar must be >= 1")
+        self.output_dir = output_dir
+        self.images_per_tar = images_per_tar
+        self.verbose = verbose
+        self.deterministic_name = deterministic_name
+        self.remove_image_data = remove_image_data
+        self.sidecar_json = sidecar_json
+        self.storage = storage or Storage(output_dir, storage_options)
+        if name_hash is None:
+            if deterministic_name:
+                raise ValueError("deterministic names need name_hash (see shard_name_hash)")
+            import uuid
+
+            name_hash = uuid.uuid4().hex[:16]
+        self.name_hash = name_hash
+        self.index = start_index
+        self.columns_schema = columns_schema or pa.schema([])
+        self._shard: _OpenShard | None = None
+        self._on_committed = on_shard_committed
+        self.shards_written: list[dict[str, Any]] = []
+
+    # -- sink contract ----------------------------------------------------------------------
+    def write_rows(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append rows; returns them with ``tar_file`` and ``member_name`` filled in."""
+        out = []
+        for row in rows:
+            if self._shard is None:
+                self._shard = _OpenShard(self.storage, shard_stem(self.name_hash, self.index))
+            sh = self._shard
+            key = row["key"]
+            member = f"{key}.jpg"
+            sh.add(member, row["image_bytes"])
+            meta = row.get("metadata_obj") or {}
+            if self.sidecar_json:
+                sh.add(f"{key}.json", json.dumps(self._sidecar(row, meta), sort_keys=True).encode())
+            row = dict(row)
+            row["tar_file"] = self.storage.url(sh.tar_rel)
+            row["member_name"] = member
+            if self.remove_image_data:
+                row["image_bytes"] = None
+            sh.rows.append(row)
+            out.append(row)
+            if len(sh.rows) >= self.images_per_tar:
+                self._commit_shard()
+        return out
+
+    def commit(self) -> None:
+        if self._shard is not None and self._shard.rows:
+            self._commit_shard()
+
+    def abort(self) -> None:
+        if self._shard is not None:
+            self._shard.abort()
+            self._shard = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    # -- internals -------------------------------------------------------------------------
+    def _sidecar(self, row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        doc = {"key": row["key"], "original_path": row.get("original_path"),
+               "width": row.get("width"), "height": row.get("height")}
+        for f in self.columns_schema:
+            v = row.get(f.name)
+            if v is not None and pa.types.is_floating(f.type):
+                doc[f.name] = round(float(v), 6)
+        if meta:
+            doc["metadata"] = meta
+        return doc
+
+    def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
+        cols: dict[str, pa.Array] = {
+            "image_id": pa.array([r["key"] for r in rows], pa.string()),
+            "tar_file": pa.array([r["tar_file"] for r in rows], pa.string()),
+            "member_name": pa.array([r["member_name"] for r in rows], pa.string()),
+            "original_path": pa.array([r.get("original_path") for r in rows], pa.string()),
+            "metadata": pa.array(
+                [json.dumps(r.get("metadata_obj") or {}, sort_keys=True) for r in rows], pa.string()
+            ),
+        }
+        for f in self.columns_schema:
+            if f.name in cols:
+                continue
+            cols[f.name] = pa.array([r.get(f.name) for r in rows], f.type)
+        return pa.table(cols)
+
+    def _commit_shard(self) -> None:
+        sh = self._shard
+        assert sh is not None  # internal invariant, not data validation
+        self._shard = None
+        try:
+            sh.close()
+        except BaseException:
+            sh.abort()
+            raise
+        table = self._table(sh.rows)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        par_rel = f"{sh.stem}.parquet"
+        self.storage.write_atomic(par_rel, buf.getvalue(), rows=len(sh.rows))
+        self.storage.set_rows(sh.tar_rel, len(sh.rows))  # known only once the shard is full
+        info = {"tar": sh.tar_rel, "parquet": par_rel, "rows": len(sh.rows), "bytes": sh.nbytes,
+                "seconds": round(time.perf_counter() - sh.t0, 3)}
+        self.shards_written.append(info)
+        if self.verbose:
+            log.info("wrote shard %s (%d images, %d bytes, %.2f s)", self.storage.url(sh.tar_rel),
+                     info["rows"], info["bytes"], info["seconds"])
+        self.index += 1
+        if self._on_committed is not None:
+            self._on_committed(info, sh.rows)
+
+
+def read_committed_shards(storage: Storage) -> list[str]:
+    """Stems of shards whose Parquet exists (the per-shard commit point), sorted by index."""
+    stems = []
+    for rel in storage.list_files():
+        if "/" in rel or not rel.startswith("images-") or not rel.endswith(".parquet"):
+            continue
+        stem = rel[: -len(".parquet")]
+        if storage.exists(f"{stem}.tar"):
+            stems.append(stem)
+    return sorted(stems, key=lambda s: int(s.rsplit("-", 1)[1]))

@@ -1,0 +1,227 @@
+"""Output storage over fsspec with atomic commit.
+
+Every file a run produces goes through :class:`Storage`: it is written under a temporary
+name beside its final one and renamed into place only after it is complete (and fsynced,
+where the filesystem has fsync). A crash therefore leaves either the final file, whole, or a
+``*.tmp-*`` file that :meth:`Storage.remove_temps` deletes on resume; never a half-written
+file under a final name. On object stores a rename is copy+delete, which still never exposes
+a partial object under the final key.
+
+Every commit is recorded (path, bytes, sha256, rows) so the run's ``index.json`` can list them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import posixpath
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from typing import IO, Iterator
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+TEMP_MARK = ".tmp-"
+
+
+@dataclass(frozen=True)
+class CommittedFile:
+    path: str  # relative to the storage root, posix separators
+    bytes: int
+    sha256: str
+    rows: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _HashingWriter(io.RawIOBase):
+    """Counts and hashes bytes on their way to the real file, so no second read is needed."""
+
+    def __init__(self, raw: IO[bytes]):
+        self._raw = raw
+        self.sha = hashlib.sha256()
+        self.nbytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        mv = memoryview(b)
+        self._raw.write(mv)
+        self.sha.update(mv)
+        self.nbytes += len(mv)
+        return len(mv)
+
+    def tell(self) -> int:
+        return self.nbytes
+
+
+def is_temp_name(name: str) -> bool:
+    return TEMP_MARK in posixpath.basename(name)
+
+
+class Storage:
+    """A directory (local path or fsspec URL) that files are committed into atomically."""
+
+    def __init__(self, root: str, storage_options: dict | None = None):
+        self.fs, path = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if self.is_local:
+            path = os.path.abspath(path)
+        self.root = path.rstrip("/") or "/"
+        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self._lock = threading.Lock()
+        self._committed: dict[str, CommittedFile] = {}
+
+    # -- naming --------------------------------------------------------------------------
+    def path(self, rel: str = "") -> str:
+        """Filesystem path of ``rel`` (what fsspec calls a path: no protocol)."""
+        rel = _check_rel(rel)
+        return self.root if not rel else f"{self.root}/{rel}"
+
+    def url(self, rel: str = "") -> str:
+        """Full location of ``rel`` as a user would pass it back to a tool."""
+        p = self.path(rel)
+        return p if self.is_local else f"{self.protocol}://{p}"
+
+    # -- reading -------------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def list_files(self, rel: str = "") -> list[str]:
+        """All files under ``rel``, recursively, as paths relative to the root."""
+        base = self.path(rel)
+        if not self.fs.exists(base):
+            return []
+        out = []
+        for p in self.fs.find(base):
+            out.append(posixpath.relpath(p.replace(os.sep, "/"), self.root.replace(os.sep, "/")))
+        return sorted(out)
+
+    def is_empty(self) -> bool:
+        return not self.list_files()
+
+    # -- writing -------------------------------------------------------------------------
+    def makedirs(self, rel: str = "") -> None:
+        if self.is_local:
+            os.makedirs(self.path(rel), exist_ok=True)
+        # object stores have no directories
+
+    @contextlib.contextmanager
+    def open_atomic(self, rel: str, rows: int | None = None) -> Iterator[IO[bytes]]:
+        """Yield a writable binary file; on clean exit it appears at ``rel``, whole.
+
+        On an exception the temporary file is removed and the final name is untouched.
+        """
+        final = self.path(rel)
+        parent = posixpath.dirname(final)
+        tmp = f"{final}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if self.is_local:
+            os.makedirs(parent, exist_ok=True)
+            raw = open(tmp, "wb")
+        else:
+            raw = self.fs.open(tmp, "wb")
+        hw = _HashingWriter(raw)
+        ok = False
+        try:
+            yield hw
+            ok = True
+        finally:
+            try:
+                if ok and self.is_local:
+                    raw.flush()
+                    os.fsync(raw.fileno())
+                raw.close()
+            except BaseException:
+                ok = False
+                raise
+            finally:
+                if not ok:
+                    self._remove_quietly(tmp)
+        self._rename(tmp, final)
+        self._record(CommittedFile(_check_rel(rel), hw.nbytes, hw.sha.hexdigest(), rows))
+
+    def write_atomic(self, rel: str, data: bytes, rows: int | None = None) -> CommittedFile:
+        with self.open_atomic(rel, rows=rows) as f:
+            f.write(data)
+        return self._committed[_check_rel(rel)]
+
+    def _rename(self, tmp: str, final: str) -> None:
+        if self.is_local:
+            os.replace(tmp, final)
+            # The rename itself must survive a power cut, not just the bytes.
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.dirname(final), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        else:
+            self.fs.mv(tmp, final)
+
+    def _remove_quietly(self, p: str) -> None:
+        with contextlib.suppress(Exception):
+            if self.is_local:
+                os.remove(p)
+            else:
+                self.fs.rm(p)
+
+    def delete(self, rel: str) -> None:
+        self._remove_quietly(self.path(rel))
+        with self._lock:
+            self._committed.pop(_check_rel(rel), None)
+
+    def remove_temps(self) -> list[str]:
+        """Delete temporaries left by an interrupted run; returns what was removed."""
+        removed = [r for r in self.list_files() if is_temp_name(r)]
+        for r in removed:
+            self._remove_quietly(self.path(r))
+        return removed
+
+    def clear(self) -> None:
+        """Remove everything under the root (``--on-existing overwrite``)."""
+        for r in self.list_files():
+            self._remove_quietly(self.path(r))
+        with self._lock:
+            self._committed.clear()
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _record(self, cf: CommittedFile) -> None:
+        with self._lock:
+            self._committed[cf.path] = cf
+
+    def adopt(self, rel: str, rows: int | None = None) -> CommittedFile:
+        """Record a file committed by an earlier (interrupted) run so the index lists it."""
+        data = self.read_bytes(rel)
+        cf = CommittedFile(_check_rel(rel), len(data), hashlib.sha256(data).hexdigest(), rows)
+        self._record(cf)
+        return cf
+
+    def set_rows(self, rel: str, rows: int) -> None:
+        rel = _check_rel(rel)
+        with self._lock:
+            cf = self._committed[rel]
+            self._committed[rel] = CommittedFile(cf.path, cf.bytes, cf.sha256, rows)
+
+    def committed(self) -> list[CommittedFile]:
+        with self._lock:
+            return sorted(self._committed.values(), key=lambda c: c.path)
+
+
+def _check_rel(rel: str) -> str:
+    """Relative output paths are built by us, but keys come from user data: refuse escapes."""
+    rel = rel.replace("\\", "/").strip("/")
+    if not rel:
+        return ""
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") or "\x00" in p for p in parts):
+        raise ValueError(f"unsafe output path {rel!r}")
+    return rel
