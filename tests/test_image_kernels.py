@@ -343,7 +343,7 @@ def test_index_matches_brute_force_with_planted_duplicates(d):
         want = _brute_find(entries, q, d)
         assert index.find(q) == want
         hits += want is not None
-    assert hits > 50  # the planted duplicates really were found
+    assert hits >= len(entries) // 4  # the planted duplicates really were found
 
 
 @settings(max_examples=60, deadline=None)
