@@ -123,5 +123,19 @@ def images(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
     _echo_summary(stats.summary_lines() + [f"output: {output}"], to_stderr=emit_ipc == "-")
 
 
+@main.command()
+@click.option("--output", "-o", default="demo-output", show_default=True, help="Where samples and results go.")
+@click.option("--videos/--no-videos", default=True, show_default=True, help="Also run the video pipeline.")
+@click.pass_context
+def demo(ctx, output, videos):
+    """Make built-in sample data (real photos, rendered pans and cuts) and curate it."""
+    import os
+
+    from .demo import run_demo
+
+    for line in run_demo(os.path.abspath(output), videos=videos, verbose=ctx.obj["verbose"] > 0):
+        click.echo(line)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .output import ON_EXISTING
@@ -79,3 +79,71 @@ class ImageRunConfig:
             "filters": asdict(self.filters),
             "max_pixels": self.max_pixels,
         }
+
+
+@dataclass
+class VideoRunConfig:
+    sources: list[str]
+    output: str | None = None
+    input_path: str | None = None  # root the processed_* paths are relative to (default: common root)
+    split: str = "scenes"  # scenes | fixed
+    clip_len_s: float = 10.0  # fixed stride length, and the max scene length before it is split
+    min_clip_s: float = 2.0  # shortest clip kept (fixed: the remainder; scenes: shorter shots merged/dropped)
+    max_clip_s: float = 60.0
+    clip_mode: str = "copy"  # copy (stream copy, keyframe cuts) | reencode (exact cuts)
+    encoder: str = "libx264"
+    encoder_preset: str = "veryfast"
+    encoder_crf: int = 23
+    previews: bool = False
+    upload_clips: bool = True
+    dry_run: bool = False
+    motion_filter: bool = True
+    motion_global_mean_threshold: float = 0.00098
+    motion_per_patch_min_threshold: float = 1e-6
+    min_duration_s: float | None = None
+    max_duration_s: float | None = None
+    analysis_short_side: int = 144
+    clips_per_chunk: int = 32
+    device: str = "auto"
+    on_existing: str = "error"
+    max_workers: int = 6  # writer threads
+    video_time_limit_s: float | None = 600.0  # per-video limit: a hostile file cannot hang the run
+    clip_subdirs: bool = False
+    generate_embeddings: bool = False
+    embedding_algorithm: str = "internvideo2"
+    embedder: Any = None  # callable(frames) -> vector; see curastream.plugins
+    captioner: Any = None  # callable(frames) -> str
+    caption_models: list[str] = field(default_factory=list)
+    emit_ipc: str | None = None
+    emit_ipc_bytes: bool = False
+    stats_path: str | None = None
+    verbose: bool = False
+    progress: bool | None = None
+    storage_options: dict[str, Any] | None = None
+
+    def validate(self) -> None:
+        if not self.sources:
+            raise ValueError("no input: give at least one video source")
+        if self.on_existing not in ON_EXISTING:
+            raise ValueError(f"on_existing must be one of {ON_EXISTING}")
+        if self.split not in ("scenes", "fixed"):
+            raise ValueError("split must be 'scenes' or 'fixed'")
+        if self.clip_mode not in ("copy", "reencode"):
+            raise ValueError("clip_mode must be 'copy' or 'reencode'")
+        if self.clip_len_s <= 0 or self.min_clip_s < 0 or self.max_clip_s <= 0:
+            raise ValueError("clip lengths must be positive")
+        if self.generate_embeddings and self.embedder is None:
+            raise ValueError(
+                "generate_embeddings needs an embedding plug-in (embedder=callable(frames) -> vector); "
+                "none is configured"
+            )
+        if self.embedding_algorithm not in ("internvideo2", "cosmos-embed1"):
+            raise ValueError("embedding_algorithm must be internvideo2 or cosmos-embed1")
+
+    def to_dict(self) -> dict[str, Any]:
+        # not asdict(): it would deep-copy the plug-ins (possibly whole models)
+        skip = ("storage_options", "embedder", "captioner")
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        d["embedder"] = getattr(self.embedder, "__name__", None) if self.embedder else None
+        d["captioner"] = getattr(self.captioner, "__name__", None) if self.captioner else None
+        return d
