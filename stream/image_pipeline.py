@@ -29,7 +29,7 @@ from .image_decode import (
     needs_reencode,
     probe_image,
 )
-from .image_sources import ImageInput, list_image_inputs, read_batches
+from .image_sources import ImageInput, list_image_inputs, printable, read_batches
 from .ipc import IpcEmitter
 from .kernels.image_scores import score_batch
 from .kernels.phash import NearDuplicateIndex, phash
@@ -85,8 +85,9 @@ def batches_from_inputs(inputs: list[ImageInput], batch_size: int, storage_optio
             inp = li.input
             row = {
                 "key": inp.key,
-                "source": inp.source,
-                "source_member": inp.member,
+                # names from user data may not be valid UTF-8; Arrow and JSON need text
+                "source": printable(inp.source),
+                "source_member": printable(inp.member) if inp.member is not None else None,
                 "source_bytes": len(li.data) if li.data is not None else inp.size,
                 "data": li.data,
                 "metadata": json.dumps(li.metadata, sort_keys=True, default=str) if li.metadata else None,
