@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,8 @@ class AnalysisFrames:
     frames_decoded: int = 0  # pictures decoded so far, sampled or not (cumulative)
     last: bool = True  # chunked form: this is the final chunk
     error_messages: list[str] = field(default_factory=list)
+    # preview_fps: (time, frame_index, (ph, pw, 3) uint8 RGB upright at preview_height)
+    preview_frames: list[tuple[float, int, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.frame_indices)
@@ -67,6 +70,17 @@ def analysis_size(info: VideoInfo, short_side: int = DEFAULT_SHORT_SIDE) -> tupl
     dw, dh = info.display_width, info.display_height
     scale = min(1.0, short_side / max(1, min(dw, dh)))
     return max(1, int(round(dw * scale))), max(1, int(round(dh * scale)))
+
+
+def _upright(img: np.ndarray, rot: int) -> np.ndarray:
+    """View of a stored-orientation (h, w, 3) image turned clockwise by ``rot`` degrees."""
+    if rot == 90:
+        return np.rot90(img, k=-1)
+    if rot == 180:
+        return img[::-1, ::-1]
+    if rot == 270:
+        return np.rot90(img, k=1)
+    return img
 
 
 class _Sampler:
@@ -96,12 +110,15 @@ def iter_analysis_frames(
     info: VideoInfo,
     short_side: int = DEFAULT_SHORT_SIDE,
     sample_fps: float | None = None,
-    motion_vectors: bool = False,
+    motion_vectors: bool = True,
     mv_sample_fps: float = 2.0,
     time_limit_s: float | None = None,
     threads: int = 0,
     chunk_size: int = DEFAULT_CHUNK,
     motion_pairs: bool = False,
+    on_frame: Callable[[float, Any], None] | None = None,
+    preview_fps: float | None = None,
+    preview_height: int = 240,
 ) -> Iterator[AnalysisFrames]:
     """Decode ``info``'s video stream into chunks of at most ``chunk_size`` analysis frames.
 
@@ -113,6 +130,11 @@ def iter_analysis_frames(
         for other codecs, whose ``mv_samples`` stay empty) and keep those of the first frame
         carrying vectors at or after each 1/mv_sample_fps grid point.
     time_limit_s: wall-clock budget for the whole decode; exceeding it raises VideoDecodeTimeout.
+    threads: FFmpeg decoder threads (0: FFmpeg picks, one per core), frame + slice threading.
+    on_frame: called as ``on_frame(time, av.VideoFrame)`` with every decoded picture, full size
+        and in stored orientation, before any sampling: lets one decode also feed clip encoders.
+    preview_fps / preview_height: also keep upright RGB frames ``preview_height`` px high
+        (display aspect, never upscaled) at about preview_fps, in ``preview_frames``.
 
     Every chunk is a fresh array (the consumer may keep it). Packets the decoder rejects are
     skipped and counted (``decode_errors``); a stream from which no frame decodes raises
@@ -130,11 +152,17 @@ def iter_analysis_frames(
     sw, sh = (ha, wa) if rot in (90, 270) else (wa, ha)
     want_mvs = bool(motion_vectors) and info.has_motion_vectors_codec
     fps = info.fps if info.fps > 0 else 25.0
+    if preview_fps:
+        ph = max(2, min(int(preview_height), info.display_height))
+        pw = max(2, int(round(info.display_width * ph / info.display_height)))
+        psw, psh = (ph, pw) if rot in (90, 270) else (pw, ph)
 
+    src = path if path is not None else info.path
+    name = str(getattr(src, "name", src))
     try:
-        container = av.open(path if path is not None else info.path, metadata_errors="ignore")
+        container = av.open(src, metadata_errors="ignore")
     except av.error.FFmpegError as e:
-        raise VideoDecodeError(f"{info.path}: cannot open ({e})") from None
+        raise VideoDecodeError(f"{name}: cannot open ({e})") from None
     try:
         stream = container.streams.video[info.stream_index]
         cc = stream.codec_context
@@ -142,12 +170,15 @@ def iter_analysis_frames(
         cc.thread_count = int(threads)
         if want_mvs:
             cc.options = {"flags2": "+export_mvs"}
+        # One reformatter per output size: each caches its SwsContext, which is the saving.
         reformatter = VideoReformatter()
+        preview_reformatter = VideoReformatter() if preview_fps else None
         tb = stream.time_base
         t0 = info.start_time
 
         frame_sampler = _Sampler(sample_fps, fps)
         mv_sampler = _Sampler(mv_sample_fps, fps)
+        preview_sampler = _Sampler(preview_fps, fps)
         errors = 0
         messages: list[str] = []
         decoded = 0
@@ -159,6 +190,7 @@ def iter_analysis_frames(
         times: list[float] = []
         indices: list[int] = []
         mvs: list[tuple[float, int, np.ndarray]] = []
+        previews: list[tuple[float, int, np.ndarray]] = []
 
         def emit(final: bool) -> AnalysisFrames:
             n = len(indices)
@@ -173,6 +205,7 @@ def iter_analysis_frames(
                 frames_decoded=decoded,
                 last=final,
                 error_messages=list(messages),
+                preview_frames=list(previews) if preview_fps else None,
             )
 
         def packets():
@@ -183,7 +216,7 @@ def iter_analysis_frames(
         for packet in packets():
             if deadline is not None and time.monotonic() > deadline:
                 raise VideoDecodeTimeout(
-                    f"{info.path}: decode exceeded the time limit of {time_limit_s:g} s after {decoded} frames"
+                    f"{name}: decode exceeded the time limit of {time_limit_s:g} s after {decoded} frames"
                 )
             try:
                 frames = cc.decode(packet)
@@ -205,6 +238,12 @@ def iter_analysis_frames(
                 # frames make the two differ, and spans/cuts are turned into times with fps.
                 idx = max(last_idx + 1, int(round(t * fps)))
                 last_idx = idx
+                if on_frame is not None:
+                    on_frame(t, frame)
+                if preview_reformatter is not None and preview_sampler.take(t):
+                    img = preview_reformatter.reformat(frame, width=psw, height=psh, format="rgb24",
+                                                       interpolation="AREA").to_ndarray()
+                    previews.append((t, idx, np.ascontiguousarray(_upright(img, rot))))
 
                 if want_mvs and mv_sampler.rate is not None:
                     sd = frame.side_data.get("MOTION_VECTORS")
@@ -222,25 +261,17 @@ def iter_analysis_frames(
 
                 rgb = reformatter.reformat(frame, width=sw, height=sh, format="rgb24",
                                            interpolation="AREA").to_ndarray()
-                slot = buf[len(indices)]
-                if rot == 90:
-                    slot[...] = np.rot90(rgb, k=-1)
-                elif rot == 180:
-                    slot[...] = rgb[::-1, ::-1]
-                elif rot == 270:
-                    slot[...] = np.rot90(rgb, k=1)
-                else:
-                    slot[...] = rgb
+                buf[len(indices)] = _upright(rgb, rot)  # the one copy: a view goes in
                 times.append(t)
                 indices.append(idx)
                 if len(indices) == chunk_size:
                     yield emit(False)
                     buf = np.empty((chunk_size, ha, wa, 3), np.uint8)
-                    times, indices, mvs = [], [], []
+                    times, indices, mvs, previews = [], [], [], []
 
         if decoded == 0:
             detail = f" ({errors} packets rejected: {messages[0] if messages else ''})" if errors else ""
-            raise VideoDecodeError(f"{info.path}: no frame could be decoded{detail}")
+            raise VideoDecodeError(f"{name}: no frame could be decoded{detail}")
         yield emit(True)
     finally:
         container.close()
@@ -255,6 +286,9 @@ def concat_chunks(chunks: list[AnalysisFrames]) -> AnalysisFrames:
     if any(c.mv_samples is not None for c in chunks):
         mv = [s for c in chunks for s in (c.mv_samples or [])]
     frames = chunks[0].frames if len(chunks) == 1 else np.concatenate([c.frames for c in chunks])
+    previews = None
+    if any(c.preview_frames is not None for c in chunks):
+        previews = [p for c in chunks for p in (c.preview_frames or [])]
     return AnalysisFrames(
         frames=frames,
         times=np.concatenate([c.times for c in chunks]),
@@ -266,6 +300,7 @@ def concat_chunks(chunks: list[AnalysisFrames]) -> AnalysisFrames:
         frames_decoded=last.frames_decoded,
         last=True,
         error_messages=last.error_messages,
+        preview_frames=previews,
     )
 
 
@@ -279,10 +314,13 @@ def decode_for_analysis(
     time_limit_s: float | None = None,
     threads: int = 0,
     motion_pairs: bool = False,
+    **kw,
 ) -> AnalysisFrames:
-    """Whole-video form of :func:`iter_analysis_frames` (holds every frame: short videos only)."""
+    """Whole-video form of :func:`iter_analysis_frames` (holds every frame: short videos only).
+    Extra keywords (on_frame, preview_fps, preview_height) pass through."""
     return concat_chunks(list(iter_analysis_frames(
         path, info, short_side=short_side, sample_fps=sample_fps, motion_vectors=motion_vectors,
         mv_sample_fps=mv_sample_fps, time_limit_s=time_limit_s, threads=threads,
-        chunk_size=4096, motion_pairs=motion_pairs,
+        # One chunk for the whole video when the header's count is right; more if it is low.
+        chunk_size=max(1, min(4096, info.num_frames + 8)), motion_pairs=motion_pairs, **kw,
     )))
