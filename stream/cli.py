@@ -124,6 +124,67 @@ def images(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
 
 
 @main.command()
+@click.argument("sources", nargs=-1, required=True)
+@common_run_options
+@click.option("--input-path", default=None,
+              help="Root of the input videos; processed_* paths are relative to it (default: their common folder).")
+@click.option("--split", type=click.Choice(["scenes", "fixed"]), default="scenes", show_default=True,
+              help="Shot detection or fixed-stride clips.")
+@click.option("--clip-len", "clip_len_s", type=float, default=10.0, show_default=True,
+              help="Fixed-stride clip length; with scenes, longer shots are split to at most this.")
+@click.option("--min-clip-len", "min_clip_s", type=float, default=0.5, show_default=True,
+              help="Shortest clip: a shorter fixed-stride remainder or shot is dropped.")
+@click.option("--copy/--reencode", "copy", default=True, show_default=True,
+              help="Stream-copy clips cut on keyframes (fast) or re-encode for exact cuts.")
+@click.option("--encoder", default="libx264", show_default=True, help="Encoder for --reencode.")
+@click.option("--preset", "encoder_preset", default="veryfast", show_default=True)
+@click.option("--crf", "encoder_crf", type=int, default=23, show_default=True)
+@click.option("--previews/--no-previews", default=False, show_default=True, help="Animated WebP per clip.")
+@click.option("--upload-clips/--no-upload-clips", default=True, show_default=True, help="Write clip MP4s.")
+@click.option("--dry-run", is_flag=True, help="Only processed_videos/ and processed_clip_chunks/ metadata.")
+@click.option("--motion-filter/--no-motion-filter", default=True, show_default=True,
+              help="Filter clips below Curator's motion thresholds into filtered_clips/.")
+@click.option("--motion-global-mean-threshold", type=float, default=0.00098, show_default=True)
+@click.option("--motion-per-patch-min-threshold", type=float, default=1e-6, show_default=True)
+@click.option("--min-duration", "min_duration_s", type=float, default=None, help="Filter clips shorter than this (s).")
+@click.option("--max-duration", "max_duration_s", type=float, default=None, help="Filter clips longer than this (s).")
+@click.option("--clip-subdirs", is_flag=True, help="clips/<2 chars>/<uuid>.mp4 instead of flat clips/.")
+@click.option("--max-workers", type=int, default=6, show_default=True, help="Writer threads.")
+@click.option("--video-time-limit", "video_time_limit_s", type=float, default=600.0, show_default=True,
+              help="Seconds one video may take before it is rejected.")
+@click.pass_context
+def videos(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, stats_path, progress, input_path,
+           split, clip_len_s, min_clip_s, copy, encoder, encoder_preset, encoder_crf, previews, upload_clips, dry_run,
+           motion_filter, motion_global_mean_threshold, motion_per_patch_min_threshold, min_duration_s,
+           max_duration_s, clip_subdirs, max_workers, video_time_limit_s):
+    """Split videos from SOURCES into clips with motion scores, filters and previews, written in
+    the ClipWriterStage layout (clips/, metas/v0/, processed_videos/, ...)."""
+    from .config import VideoRunConfig
+    from .device import DeviceError
+    from .output import OutputExistsError
+    from .video_pipeline import run_videos
+
+    cfg = VideoRunConfig(
+        sources=list(sources), output=output, input_path=input_path, split=split, clip_len_s=clip_len_s,
+        min_clip_s=min_clip_s, clip_mode="copy" if copy else "reencode", encoder=encoder,
+        encoder_preset=encoder_preset, encoder_crf=encoder_crf, previews=previews, upload_clips=upload_clips,
+        dry_run=dry_run, motion_filter=motion_filter, motion_global_mean_threshold=motion_global_mean_threshold,
+        motion_per_patch_min_threshold=motion_per_patch_min_threshold, min_duration_s=min_duration_s,
+        max_duration_s=max_duration_s, device=device, on_existing=on_existing, max_workers=max_workers,
+        video_time_limit_s=video_time_limit_s, clip_subdirs=clip_subdirs, emit_ipc=emit_ipc,
+        emit_ipc_bytes=emit_ipc_bytes, stats_path=stats_path, verbose=ctx.obj["verbose"] > 0, progress=progress,
+    )
+    try:
+        stats = run_videos(cfg)
+    except (DeviceError, OutputExistsError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished videos are kept; rerun with --on-existing resume", err=True)
+        sys.exit(130)
+    _echo_summary(stats.summary_lines() + [f"output: {output}"], to_stderr=emit_ipc == "-")
+
+
+@main.command()
 @click.option("--output", "-o", default="demo-output", show_default=True, help="Where samples and results go.")
 @click.option("--videos/--no-videos", default=True, show_default=True, help="Also run the video pipeline.")
 @click.pass_context

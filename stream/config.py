@@ -88,7 +88,7 @@ class VideoRunConfig:
     input_path: str | None = None  # root the processed_* paths are relative to (default: common root)
     split: str = "scenes"  # scenes | fixed
     clip_len_s: float = 10.0  # fixed stride length, and the max scene length before it is split
-    min_clip_s: float = 2.0  # shortest clip kept (fixed: the remainder; scenes: shorter shots merged/dropped)
+    min_clip_s: float = 0.5  # shortest clip kept (fixed: the remainder; scenes: shorter shots merged/dropped)
     max_clip_s: float = 60.0
     clip_mode: str = "copy"  # copy (stream copy, keyframe cuts) | reencode (exact cuts)
     encoder: str = "libx264"
