@@ -144,6 +144,8 @@ def images(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
 @click.option("--dry-run", is_flag=True, help="Only processed_videos/ and processed_clip_chunks/ metadata.")
 @click.option("--motion-filter/--no-motion-filter", default=True, show_default=True,
               help="Filter clips below Curator's motion thresholds into filtered_clips/.")
+@click.option("--motion-method", type=click.Choice(["frames", "vectors", "auto"]), default="frames", show_default=True,
+              help="frames: block matching, every codec; vectors: codec motion vectors as Curator does (H.264/MPEG).")
 @click.option("--motion-global-mean-threshold", type=float, default=0.00098, show_default=True)
 @click.option("--motion-per-patch-min-threshold", type=float, default=1e-6, show_default=True)
 @click.option("--min-duration", "min_duration_s", type=float, default=None, help="Filter clips shorter than this (s).")
@@ -155,7 +157,7 @@ def images(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
 @click.pass_context
 def videos(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, stats_path, progress, input_path,
            split, clip_len_s, min_clip_s, copy, encoder, encoder_preset, encoder_crf, previews, upload_clips, dry_run,
-           motion_filter, motion_global_mean_threshold, motion_per_patch_min_threshold, min_duration_s,
+           motion_filter, motion_method, motion_global_mean_threshold, motion_per_patch_min_threshold, min_duration_s,
            max_duration_s, clip_subdirs, max_workers, video_time_limit_s):
     """Split videos from SOURCES into clips with motion scores, filters and previews, written in
     the ClipWriterStage layout (clips/, metas/v0/, processed_videos/, ...)."""
@@ -168,7 +170,8 @@ def videos(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
         sources=list(sources), output=output, input_path=input_path, split=split, clip_len_s=clip_len_s,
         min_clip_s=min_clip_s, clip_mode="copy" if copy else "reencode", encoder=encoder,
         encoder_preset=encoder_preset, encoder_crf=encoder_crf, previews=previews, upload_clips=upload_clips,
-        dry_run=dry_run, motion_filter=motion_filter, motion_global_mean_threshold=motion_global_mean_threshold,
+        dry_run=dry_run, motion_filter=motion_filter, motion_method=motion_method,
+        motion_global_mean_threshold=motion_global_mean_threshold,
         motion_per_patch_min_threshold=motion_per_patch_min_threshold, min_duration_s=min_duration_s,
         max_duration_s=max_duration_s, device=device, on_existing=on_existing, max_workers=max_workers,
         video_time_limit_s=video_time_limit_s, clip_subdirs=clip_subdirs, emit_ipc=emit_ipc,

@@ -98,6 +98,10 @@ class VideoRunConfig:
     upload_clips: bool = True
     dry_run: bool = False
     motion_filter: bool = True
+    # frames: block matching on the analysis frames (every codec, true px/frame; default).
+    # vectors: codec motion vectors as Curator computes them (H.264/MPEG only; B-frame streams
+    # read high because a vector spans the whole B-run). auto: vectors where the codec has them.
+    motion_method: str = "frames"
     motion_global_mean_threshold: float = 0.00098
     motion_per_patch_min_threshold: float = 1e-6
     min_duration_s: float | None = None
@@ -128,6 +132,8 @@ class VideoRunConfig:
             raise ValueError(f"on_existing must be one of {ON_EXISTING}")
         if self.split not in ("scenes", "fixed"):
             raise ValueError("split must be 'scenes' or 'fixed'")
+        if self.motion_method not in ("frames", "vectors", "auto"):
+            raise ValueError("motion_method must be frames, vectors or auto")
         if self.clip_mode not in ("copy", "reencode"):
             raise ValueError("clip_mode must be 'copy' or 'reencode'")
         if self.clip_len_s <= 0 or self.min_clip_s < 0 or self.max_clip_s <= 0:

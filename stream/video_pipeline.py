@@ -131,7 +131,7 @@ class AnalyzeStage(Stage):
         fps = info.fps
         scenes = cfg.split == "scenes"
         detector = ShotDetector(fps) if scenes else None
-        use_mvs = info.has_motion_vectors_codec
+        use_mvs = info.has_motion_vectors_codec and cfg.motion_method in ("vectors", "auto")
         on_frame = None
         if not scenes:
             task.spans = fixed_stride_spans(info.num_frames, fps, cfg.clip_len_s, cfg.min_clip_s)
