@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -45,6 +46,7 @@ from .writers.storage import Storage
 log = logging.getLogger(__name__)
 
 REJECTS_NAME = "rejects.parquet"
+REJECTS_EVERY_S = 30.0
 SOURCE_COLUMNS = ("key", "source", "source_member", "source_bytes", "data", "metadata", "status",
                   "reject_stage", "reject_reason")
 
@@ -300,6 +302,7 @@ class ImageRunSink(Sink):
         self.emitter = emitter
         self.progress = progress
         self._rejects_dirty = False
+        self._rejects_written_at = time.monotonic()
         writer._on_committed = self._on_shard_committed
 
     def write(self, b: Batch) -> None:
@@ -333,8 +336,11 @@ class ImageRunSink(Sink):
             self.progress.update(b.num_rows)
 
     def _on_shard_committed(self, info, rows) -> None:
-        # Rejects are committed with each shard, so a resume never re-judges what is already decided.
-        self._write_rejects()
+        # Rejects need not be committed with each shard for correctness (a resume re-judges what
+        # is not in a committed shard and gets the same answer), but a long run should show them:
+        # rewrite the file now and then, not at every shard, so the cost stays linear.
+        if self._rejects_dirty and time.monotonic() - self._rejects_written_at >= REJECTS_EVERY_S:
+            self._write_rejects()
 
     def _write_rejects(self) -> None:
         rows = sorted(self.rejects, key=lambda r: (r["key"] or "", r["source"], r["source_member"] or ""))
@@ -343,6 +349,7 @@ class ImageRunSink(Sink):
         pq.write_table(table, buf, compression="zstd")
         self.storage.write_atomic(REJECTS_NAME, buf.getvalue(), rows=len(rows))
         self._rejects_dirty = False
+        self._rejects_written_at = time.monotonic()
 
     def commit(self) -> None:
         self.writer.commit()
