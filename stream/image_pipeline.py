@@ -118,6 +118,8 @@ class DecodeStage(Stage):
         self._dali = None
 
     def open(self) -> None:
+        if self.decoder == "auto" and self.device.is_gpu:
+            self.decoder = "dali"  # nvJPEG through DALI's "mixed" decoder beats any CPU path there
         if self.decoder == "dali":
             from .dali_decode import make_decode_pipeline
 

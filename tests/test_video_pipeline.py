@@ -77,6 +77,9 @@ def test_every_video_processed_or_rejected(media_run):
         if p.name in status and status[p.name] == "ok":
             assert ClipWriter.is_video_done(str(out), str(MEDIA), str(p)), p.name
     assert stats.items_rejected == 1
+    # processed, but flagged: a live-recording WebM has no duration in its header
+    warned = {Path(v["video"]).name: v.get("warnings") for v in summary["videos"]}
+    assert "counted from packets" in " ".join(warned["moviepy_no_duration.webm"])
 
 
 def test_layout_and_metadata_follow_spec(media_run):
