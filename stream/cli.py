@@ -32,7 +32,59 @@ def _fail(msg: str) -> None:
     sys.exit(2)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _is_storage_error(e: BaseException) -> bool:
+    """An I/O failure of the input or output store (disk, S3 endpoint down, credentials...)."""
+    mod = type(e).__module__ or ""
+    return isinstance(e, OSError) or mod.split(".")[0] in ("botocore", "aiobotocore", "s3fs", "aiohttp", "fsspec")
+
+
+def _run(fn, cfg, kept: str):
+    """Run ``fn(cfg)``; every way it can end maps to one exit code and at most one line."""
+    from .device import DeviceError
+    from .output import OutputExistsError
+
+    try:
+        return fn(cfg)
+    except (DeviceError, OutputExistsError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: {kept}; rerun with --on-existing resume", err=True)
+        _exit_now(130)
+    except Exception as e:
+        if not _is_storage_error(e):
+            raise
+        log.debug("storage failure", exc_info=True)
+        click.echo(f"error: storage failed: {type(e).__name__}: {e}\n"
+                   f"  {kept}; rerun with --on-existing resume once the store is reachable (-vv: traceback)", err=True)
+        sys.exit(1)
+
+
+def _exit_now(code: int) -> None:
+    """Exit at once after a stop. The pipeline has already waited for its writer (its abort
+    removed the temporaries); what may still run are compute threads in a long native call (a
+    video decode, a clip cut) that hold only memory. A normal exit would wait for those."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not turn the exit into a traceback
+            pass
+    os._exit(code)
+
+
+class _Main(click.Group):
+    def invoke(self, ctx):
+        # Ctrl-C anywhere in a command (also before or after the run itself) exits with 130 and
+        # one line, never click's "Aborted!" with status 1.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            _exit_now(130)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="curastream")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.pass_context
@@ -45,7 +97,8 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 def common_run_options(f):
     opts = [
-        click.option("--output", "-o", required=True, help="Output directory or fsspec URL (s3://...)."),
+        click.option("--output", "-o", required=True,
+                     help="Output directory or fsspec URL (s3://...; S3-compatible stores: set AWS_ENDPOINT_URL)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
                      help="Where to decode and compute; gpu without a CUDA device is an error."),
         click.option("--on-existing", type=click.Choice(ON_EXISTING), default="error", show_default=True,
@@ -97,10 +150,6 @@ def images(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
            min_colorfulness, min_mean_luma, max_mean_luma, dedup, dedup_distance, remove_image_data):
     """Curate images from SOURCES (dirs, globs, files, WebDataset tars, Parquet, URLs) into
     tar+Parquet shards (ImageWriterStage layout) with scores, filters and near-dup removal."""
-    from .device import DeviceError
-    from .image_pipeline import run_images
-    from .output import OutputExistsError
-
     cfg = ImageRunConfig(
         sources=list(sources), output=output, images_per_tar=images_per_tar, device=device, decoder=decoder,
         on_existing=on_existing, jpeg_quality=jpeg_quality, sidecar_json=sidecar_json, batch_size=batch_size,
@@ -113,13 +162,7 @@ def images(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
             min_mean_luma=min_mean_luma, max_mean_luma=max_mean_luma, dedup=dedup, dedup_distance=dedup_distance,
         ),
     )
-    try:
-        stats = run_images(cfg)
-    except (DeviceError, OutputExistsError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        click.echo("interrupted: committed shards are kept; rerun with --on-existing resume", err=True)
-        sys.exit(130)
+    stats = _run(_run_images, cfg, "committed shards are kept")
     _echo_summary(stats.summary_lines() + [f"output: {output}"], to_stderr=emit_ipc == "-")
 
 
@@ -162,9 +205,6 @@ def videos(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
     """Split videos from SOURCES into clips with motion scores, filters and previews, written in
     the ClipWriterStage layout (clips/, metas/v0/, processed_videos/, ...)."""
     from .config import VideoRunConfig
-    from .device import DeviceError
-    from .output import OutputExistsError
-    from .video_pipeline import run_videos
 
     cfg = VideoRunConfig(
         sources=list(sources), output=output, input_path=input_path, split=split, clip_len_s=clip_len_s,
@@ -177,14 +217,20 @@ def videos(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
         video_time_limit_s=video_time_limit_s, clip_subdirs=clip_subdirs, emit_ipc=emit_ipc,
         emit_ipc_bytes=emit_ipc_bytes, stats_path=stats_path, verbose=ctx.obj["verbose"] > 0, progress=progress,
     )
-    try:
-        stats = run_videos(cfg)
-    except (DeviceError, OutputExistsError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished videos are kept; rerun with --on-existing resume", err=True)
-        sys.exit(130)
+    stats = _run(_run_videos, cfg, "finished videos are kept")
     _echo_summary(stats.summary_lines() + [f"output: {output}"], to_stderr=emit_ipc == "-")
+
+
+def _run_images(cfg):
+    from .image_pipeline import run_images
+
+    return run_images(cfg)
+
+
+def _run_videos(cfg):
+    from .video_pipeline import run_videos
+
+    return run_videos(cfg)
 
 
 @main.command()

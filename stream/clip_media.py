@@ -416,6 +416,12 @@ class _CopyCutter:
         if packet.pts is None:
             return
         t = float((packet.pts - self.origin) * self.tb)
+        if packet.is_corrupt:
+            # A damaged packet (typically the last one of a cut-short file): the clips in progress
+            # end before it, so no clip carries data a player cannot decode.
+            for clip in self.active:
+                self._finish(clip)
+            return
         if packet.is_keyframe:
             self.gop_t = t
             self._regroup()

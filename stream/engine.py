@@ -118,6 +118,12 @@ class Pipeline:
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        # Set by each thread as its very last act. Joins wait on these, never on Thread.join():
+        # a Ctrl-C landing inside Thread.join() can mark a running thread as finished
+        # (CPython bpo-45274 workaround), after which is_alive()/join() lie about it.
+        self._done: list[threading.Event] = []
+        self._sink_done: threading.Event | None = None
+        self._t0 = time.perf_counter()
         n_queues = len(self.stages) + 1
         self.queues = [
             BoundedQueue(queue_items, queue_bytes, self.stop_event, name=self._queue_name(i), poll_s=poll_s)
@@ -219,6 +225,7 @@ class Pipeline:
                 for item in inq:
                     st.items_in += 1
                     st.rows_in += item_rows(item)
+                    st.bytes_in += item_nbytes(item)
                     pending.append(pool.submit(self._timed, st, stage.process, item))
                     # bounded in-flight work; results leave in input order
                     while len(pending) >= 2 * stage.workers or (pending and pending[0].done()):
@@ -229,6 +236,7 @@ class Pipeline:
                 for item in inq:
                     st.items_in += 1
                     st.rows_in += item_rows(item)
+                    st.bytes_in += item_nbytes(item)
                     self._emit(out, st, self._timed(st, stage.process, item))
             self._emit(out, st, self._timed(st, stage.flush))
             out.close()
@@ -260,6 +268,7 @@ class Pipeline:
             for item in inq:
                 st.items_in += 1
                 st.rows_in += item_rows(item)
+                st.bytes_in += item_nbytes(item)
                 self._timed(st, sink.write, item)
             self._timed(st, sink.commit)
             ok = True
@@ -280,39 +289,66 @@ class Pipeline:
         if self.sink is not None:
             targets.append(("sink", self._run_sink))
         for name, fn in targets:
-            t = threading.Thread(target=fn, name=f"curastream-{name}", daemon=True)
+            done = threading.Event()
+            t = threading.Thread(target=self._thread_main, args=(fn, done), name=f"curastream-{name}", daemon=True)
             self._threads.append(t)
+            self._done.append(done)
+            if name == "sink":
+                self._sink_done = done
         self._t0 = time.perf_counter()
         for t in self._threads:
             t.start()
+
+    @staticmethod
+    def _thread_main(fn: Callable[[], None], done: threading.Event) -> None:
+        try:
+            fn()
+        finally:
+            done.set()
+
+    def _all_done(self) -> bool:
+        return all(d.is_set() for d in self._done)
 
     def _finish_stats(self) -> None:
         self.stats.wall_s = time.perf_counter() - self._t0
         self.stats.stages = list(self._stage_stats) + ([self._sink_stats] if self.sink is not None else [])
         self.stats.queues = [q.snapshot() for q in self.queues]
 
-    def _join(self, timeout: float = 2.0) -> None:
+    def _join(self, timeout: float = 2.0, sink_grace: float = 30.0) -> None:
+        """Wait for the threads to unwind after a stop.
+
+        The sink is waited for first and longest (``timeout + sink_grace``): it is the one
+        thread with files open, and its abort removes their temporaries. Source and stage
+        threads hold only memory; one stuck in a long native call (a decode) is left to finish
+        on its own (daemon) after ``timeout``.
+        """
         deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        # (a Ctrl-C during _start() can leave later threads never started: nothing to wait for)
+        started = [(t, d) for t, d in zip(self._threads, self._done) if t.ident is not None]
+        for t, d in started:
+            if d is self._sink_done:
+                d.wait(timeout + sink_grace)
+        for t, d in started:
+            d.wait(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def sink_finished(self) -> bool:
+        """The sink thread has ended (committed or aborted): no output file is being written."""
+        return self._sink_done is None or self._sink_done.is_set()
 
     def run(self) -> RunStats:
         """Run to the end; returns stats, or raises the first stage exception."""
         if self.sink is None:
             raise PipelineError("run() needs a sink; iterate the pipeline to stream results")
-        self._start()
         try:
-            while any(t.is_alive() for t in self._threads):
-                for t in self._threads:
-                    t.join(0.1)
-                    if self.stop_event.is_set():
-                        break
-                if self.stop_event.is_set():
-                    self._join()
+            self._start()
+            while not self._all_done():
+                if self.stop_event.wait(0.1):
+                    self._join(timeout=1.0)
                     break
         except KeyboardInterrupt:
             self.stop()
-            self._join()
+            self._join(timeout=0.5)
             self._finish_stats()
             raise
         self._finish_stats()

@@ -16,6 +16,7 @@ class StageStats:
     items_out: int = 0
     rows_in: int = 0
     rows_out: int = 0
+    bytes_in: int = 0  # size of the items taken in, as queued (engine.item_nbytes)
     bytes_out: int = 0
     busy_s: float = 0.0  # summed over workers: time inside the stage's own code
 
@@ -28,10 +29,16 @@ class StageStats:
             "items_out": self.items_out,
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
+            "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "busy_s": round(self.busy_s, 4),
             # share of the stage's worker capacity it was busy: the bottleneck is near 1.0
             "utilisation": round(self.busy_s / capacity, 4) if capacity > 0 else 0.0,
+            # throughput over the whole run (rows and bytes taken in per wall second) ...
+            "rows_per_s": round(self.rows_in / wall_s, 2) if wall_s > 0 else None,
+            "bytes_per_s": round(self.bytes_in / wall_s, 1) if wall_s > 0 else None,
+            # ... and what the stage could do alone: rows per second of its busy time (summed
+            # over workers, so a 2-worker stage's ceiling is about twice this)
             "rows_per_s_busy": round(self.rows_in / self.busy_s, 2) if self.busy_s > 0 else None,
         }
 

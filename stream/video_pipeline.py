@@ -29,6 +29,7 @@ from .clip_media import ClipEncoder, ClipMedia, cut_copy, cut_reencode, make_pre
 from .config import VideoRunConfig
 from .device import Device, resolve_device
 from .engine import Pipeline, Stage
+from .image_sources import printable
 from .ipc import IpcEmitter
 from .kernels.image_scores import score_batch
 from .kernels.motion import (
@@ -45,7 +46,7 @@ from .video_decode import VideoDecodeError, iter_analysis_frames
 from .video_probe import VideoInfo, VideoProbeError, probe
 from .video_sources import VideoInput, list_video_inputs
 from .writers.clip_model import ClipChunk, ClipRecord, VideoRecord
-from .writers.clip_writer import ClipWriter
+from .writers.clip_writer import PROCESSED_CHUNKS_DIR, ClipWriter, relative_video_path
 from .writers.run_index import write_run_index
 from .writers.sink import Sink
 from .writers.storage import Storage
@@ -74,6 +75,7 @@ class VideoTask:
     clips: list[ClipRecord] = field(default_factory=list)
     decode_errors: int = 0
     analysis_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # processed, but the user should know
 
     @property
     def nbytes(self) -> int:
@@ -112,6 +114,10 @@ class AnalyzeStage(Stage):
 
     def process(self, task: VideoTask) -> VideoTask:
         t0 = time.perf_counter()
+        bad_name = _name_error(task.input.path)
+        if bad_name is not None:
+            task.reject = ("read", bad_name)
+            return task
         try:
             task.info = probe(task.input.path)
         except VideoProbeError as e:
@@ -123,6 +129,8 @@ class AnalyzeStage(Stage):
             task.reject = ("decode", str(e))
         except (av_errors()) as e:  # anything FFmpeg raises mid-stream that the decoder did not catch
             task.reject = ("decode", f"{type(e).__name__}: {e}")
+        if task.reject is None:
+            task.warnings = _input_warnings(task)
         task.analysis_s = time.perf_counter() - t0
         return task
 
@@ -169,6 +177,15 @@ class AnalyzeStage(Stage):
             task.spans = split_scenes(cuts, info.num_frames, fps, cfg.min_clip_s, min(cfg.clip_len_s, cfg.max_clip_s))
         if on_frame is not None:
             task.media = on_frame.finish()
+
+
+def _input_warnings(task: VideoTask) -> list[str]:
+    info, out = task.info, []
+    if info.counted:
+        out.append("no duration/frame count in the container header; counted from packets")
+    if task.decode_errors:
+        out.append(f"{task.decode_errors} undecodable packet(s) skipped")
+    return out
 
 
 class _Feeder:
@@ -251,8 +268,15 @@ class ClipStage(Stage):
                 media = cut_reencode(task.input.path, spans_s, stream_index=info.stream_index, encoder=cfg.encoder,
                                      preset=cfg.encoder_preset, crf=cfg.encoder_crf)
         task.media = None
+        seen: set[str] = set()
         for (s, e), m in zip(spans_s, media):
-            task.clips.append(self._clip(task, s, e, m))
+            clip = self._clip(task, s, e, m)
+            if clip.uuid in seen:
+                # Stream copy cuts on keyframes: with keyframes sparser than the spans, several
+                # spans come out as the same keyframe range, i.e. the same clip (same uuid).
+                continue
+            seen.add(clip.uuid)
+            task.clips.append(clip)
         task.score_frames = []
         task.preview_frames = []
         return task
@@ -348,16 +372,23 @@ class VideoRunSink(Sink):
         self.progress = progress
         self.per_video: list[dict[str, Any]] = []
         self.clips_total = self.clips_passed = self.clips_filtered = 0
+        self.videos_with_warnings = 0
 
     def write(self, task: VideoTask) -> None:
         self.stats.items_in += 1
         self.stats.bytes_in += task.input.size or 0
+        if task.reject is None and self.writer is not None:
+            too_long = _output_name_error(self.writer.input_path, task.input.path, len(task.clips),
+                                          self.cfg.clips_per_chunk, self.storage.is_local)
+            if too_long is not None:
+                task.reject = ("write", too_long)
         if task.reject is not None:
             stage, reason = task.reject
+            source = printable(task.input.path)
             self.stats.count_reject(f"{stage}:{_reason_kind(reason)}")
-            self.rejects.append({"key": os.path.basename(task.input.path), "source": task.input.path,
+            self.rejects.append({"key": os.path.basename(source), "source": source,
                                  "source_member": None, "stage": stage, "reason": reason, "duplicate_of": None})
-            self.per_video.append({"video": task.input.path, "status": "rejected", "stage": stage, "reason": reason})
+            self.per_video.append({"video": source, "status": "rejected", "stage": stage, "reason": reason})
         else:
             self._write_video(task)
         if self.progress is not None:
@@ -384,6 +415,9 @@ class VideoRunSink(Sink):
                 sub = f"{c.uuid[:2]}/" if cfg.clip_subdirs else ""
                 locations[c.uuid] = f"{base}/{sub}{c.uuid}.mp4"
         passed = sum(1 for c in task.clips if not c.filtered_by)
+        if task.warnings:
+            self.videos_with_warnings += 1
+            log.warning("%s: %s", task.input.path, "; ".join(task.warnings))
         self.clips_total += len(task.clips)
         self.clips_passed += passed
         self.clips_filtered += len(task.clips) - passed
@@ -392,6 +426,7 @@ class VideoRunSink(Sink):
         self.per_video.append({"video": task.input.path, "status": "ok", "clips": len(task.clips),
                                "clips_passed": passed, "decode_errors": task.decode_errors,
                                "motion_method": task.motion[0].method if task.motion else None,
+                               **({"warnings": task.warnings} if task.warnings else {}),
                                "analysis_s": round(task.analysis_s, 3)})
         if self.emitter is not None and task.clips:
             b = clip_rows(task, chunk_of, locations)
@@ -420,10 +455,40 @@ class VideoRunSink(Sink):
             self.emitter.close()
 
 
+# Longest file name (bytes) local filesystems take, and longest object key S3 takes.
+NAME_MAX = 255
+KEY_MAX = 1024
+
+
+def _name_error(path: str) -> str | None:
+    """Why a video's own name cannot be carried into the output, or None."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"file name is not valid UTF-8 ({printable(path)!r}): clip ids, JSON records and "
+                "processed_* paths are made from it; rename the file")
+    return None
+
+
+def _output_name_error(input_path: str, video_path: str, n_clips: int, per_chunk: int, local: bool) -> str | None:
+    """Why ``processed_clip_chunks/<rel>_<n>.json`` (the longest name a video gets) cannot be
+    written, or None. Checked before any of the video's files is written, so a name the store
+    refuses rejects that one video instead of failing the run half-way through its files."""
+    rel = relative_video_path(input_path, video_path)
+    last_chunk = max(0, (n_clips - 1) // max(1, per_chunk))
+    longest = f"{PROCESSED_CHUNKS_DIR}/{rel}_{last_chunk}.json"
+    parts = longest.encode("utf-8", "surrogateescape").split(b"/")
+    if local and max(len(p) for p in parts) > NAME_MAX:
+        return f"output name too long: {len(max(parts, key=len))} bytes in one path component (limit {NAME_MAX})"
+    if not local and len(longest.encode("utf-8", "surrogateescape")) > KEY_MAX:
+        return f"output name too long: object key over {KEY_MAX} bytes"
+    return None
+
+
 def _reason_kind(reason: str) -> str:
     low = reason.lower()
     for word in ("moov", "time limit", "no video stream", "zero frames", "no frame", "fps", "invalid data",
-                 "truncated", "duration"):
+                 "truncated", "duration", "not valid utf-8", "name too long"):
         if word in low:
             return word.replace(" ", "_")
     return "error"
@@ -460,7 +525,7 @@ def run_videos(cfg: VideoRunConfig) -> RunStats:
             storage.adopt(rel)
         if storage.exists(REJECTS_NAME):
             prior_rejects = [r for r in pq.read_table(io.BytesIO(storage.read_bytes(REJECTS_NAME))).to_pylist()
-                             if r["source"] not in {i.path for i in todo}]
+                             if r["source"] not in {printable(i.path) for i in todo}]
         log.info("resume: %d of %d videos already done", len(done), len(inputs))
     writer = ClipWriter(
         cfg.output, input_path, upload_clips=cfg.upload_clips, dry_run=cfg.dry_run,
@@ -482,7 +547,8 @@ def run_videos(cfg: VideoRunConfig) -> RunStats:
         progress.close()
     summary = writer.summary()
     stats.extra.update(device=device.kind, clips=sink.clips_total, clips_passed=sink.clips_passed,
-                       clips_filtered=sink.clips_filtered, resumed_skipped=len(inputs) - len(todo),
+                       clips_filtered=sink.clips_filtered, videos_with_warnings=sink.videos_with_warnings,
+                       resumed_skipped=len(inputs) - len(todo),
                        clips_per_s=round(sink.clips_total / stats.wall_s, 2) if stats.wall_s else 0.0)
     doc = {"totals": {"videos": len(inputs), "videos_processed": stats.items_out,
                       "videos_rejected": stats.items_rejected, "videos_skipped_done": len(inputs) - len(todo),

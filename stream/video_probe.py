@@ -273,6 +273,14 @@ def probe(path_or_file) -> VideoInfo:
             sar = 1.0
 
         fps = None
+        try:
+            avg = float(stream.average_rate) if stream.average_rate else 0.0
+        except (TypeError, ZeroDivisionError, ValueError):
+            avg = 0.0
+        if 0.0 < avg < MIN_FPS:
+            # The measured rate (frames over duration) says a frame every 10+ s: another rate
+            # guess would turn the header's duration into thousands of empty clips.
+            raise VideoProbeError(f"absurd frame rate: {avg:.3g} fps measured (below {MIN_FPS})", name)
         for cand in (stream.average_rate, stream.guessed_rate, stream.base_rate, cc.framerate):
             fps = _rate(cand)
             if fps:

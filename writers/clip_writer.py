@@ -53,13 +53,14 @@ PROCESSED_VIDEOS_DIR = "processed_videos"
 PROCESSED_CHUNKS_DIR = "processed_clip_chunks"
 
 
-def _normalize(path: str) -> str:
+def _normalize(path: str, resolve_links: bool = True) -> str:
     path = str(path)
     if path.startswith("file://"):
         path = path[len("file://"):]
     if "://" in path:
         return path.rstrip("/")
-    return os.path.realpath(os.path.expanduser(path))
+    path = os.path.expanduser(path)
+    return os.path.realpath(path) if resolve_links else os.path.abspath(path)
 
 
 def relative_video_path(input_path: str, video_path: str) -> str:
@@ -67,8 +68,17 @@ def relative_video_path(input_path: str, video_path: str) -> str:
 
     The prefix must end at a path separator: ``/data/vid`` is not a prefix of
     ``/data/videos/a.mp4``, where plain ``str.startswith`` would say it is.
+    Paths are compared as given (made absolute) first, so a symlink inside ``input_path``
+    that points elsewhere keeps its name under ``input_path``; then with links resolved
+    (``input_path`` itself may be reached through a link).
     """
-    root, video = _normalize(input_path), _normalize(video_path)
+    try:
+        return _relative(_normalize(input_path, False), _normalize(video_path, False), input_path, video_path)
+    except ValueError:
+        return _relative(_normalize(input_path), _normalize(video_path), input_path, video_path)
+
+
+def _relative(root: str, video: str, input_path: str, video_path: str) -> str:
     if video == root:  # input_path names the single video itself
         return posixpath.basename(video.replace(os.sep, "/"))
     prefix = root if root.endswith(("/", os.sep)) else root + "/"

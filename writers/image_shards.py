@@ -141,7 +141,9 @@ class ImageShardWriter:
             row["member_name"] = member
             if self.remove_image_data:
                 row["image_bytes"] = None
-            sh.rows.append(row)
+            # The shard keeps only what its Parquet needs: holding whole rows (source and JPEG
+            # bytes) until the shard is full made memory grow with images_per_tar x image size.
+            sh.rows.append(self._parquet_row(row))
             out.append(row)
             if len(sh.rows) >= self.images_per_tar:
                 self._commit_shard()
@@ -176,6 +178,10 @@ class ImageShardWriter:
         if meta:
             doc["metadata"] = meta
         return doc
+
+    def _parquet_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        keep = ("key", "tar_file", "member_name", "original_path", "metadata_obj", *self.columns_schema.names)
+        return {k: row.get(k) for k in keep}
 
     def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
         cols: dict[str, pa.Array] = {

@@ -91,7 +91,9 @@ class Storage:
 
     # -- reading -------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
+        p = self.path(rel)
+        self._forget_listings(p)
+        return self.fs.exists(p)
 
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
@@ -99,12 +101,21 @@ class Storage:
     def list_files(self, rel: str = "") -> list[str]:
         """All files under ``rel``, recursively, as paths relative to the root."""
         base = self.path(rel)
+        self._forget_listings(base)
         if not self.fs.exists(base):
             return []
         out = []
         for p in self.fs.find(base):
             out.append(posixpath.relpath(p.replace(os.sep, "/"), self.root.replace(os.sep, "/")))
         return sorted(out)
+
+    def _forget_listings(self, p: str) -> None:
+        # Object-store filesystems are cached per process and cache directory listings: another
+        # process (or a resumed run in this one) may have changed the store since. Only what the
+        # store says now counts.
+        if not self.is_local:
+            with contextlib.suppress(Exception):
+                self.fs.invalidate_cache(p)
 
     def is_empty(self) -> bool:
         return not self.list_files()
@@ -123,7 +134,7 @@ class Storage:
         """
         final = self.path(rel)
         parent = posixpath.dirname(final)
-        tmp = f"{final}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = _temp_name(final)
         if self.is_local:
             os.makedirs(parent, exist_ok=True)
             raw = open(tmp, "wb")
@@ -216,9 +227,25 @@ class Storage:
             return sorted(self._committed.values(), key=lambda c: c.path)
 
 
+NAME_MAX = 255  # bytes in one path component (ext4, xfs, APFS...)
+
+
+def _temp_name(final: str) -> str:
+    """A unique temporary name beside ``final``. When ``final``'s own name is already near the
+    file-name limit, the temporary gets a hash of it instead, so a name that fits can always
+    be committed."""
+    parent, base = posixpath.split(final)
+    suffix = f"{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if len((base + suffix).encode("utf-8", "surrogateescape")) > NAME_MAX:
+        base = hashlib.sha256(base.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return f"{parent}/{base}{suffix}" if parent else f"{base}{suffix}"
+
+
 def _check_rel(rel: str) -> str:
     """Relative output paths are built by us, but keys come from user data: refuse escapes."""
-    rel = rel.replace("\\", "/").strip("/")
+    if os.sep != "/":  # on POSIX a backslash is an ordinary character of a file name
+        rel = rel.replace(os.sep, "/")
+    rel = rel.strip("/")
     if not rel:
         return ""
     parts = rel.split("/")

@@ -1,0 +1,463 @@
+#!/usr/bin/env python
+"""Video curation throughput: curastream vs NeMo Curator vs a plain PyAV baseline vs the limit.
+
+    .venv/bin/python scripts/bench_videos.py [--repeat 3] [--clip-len 10] [--curator-python PATH]
+
+Input: the H.264 MP4/MOV files of ../shared/media/videos (relative to the project root; the
+codec Curator's motion filter can score and the common case) when present, else the built-in
+sample videos (``curastream.samples``, 640x360 H.264 pans and cuts). ``--all-codecs`` takes
+every video Curator's reader lists (.mp4 .mov .avi .mkv .webm) instead. All contenders cut
+back-to-back fixed spans of ``--clip-len`` seconds; a last remainder shorter than
+``--min-clip-len`` (Curator's default 2 s) is dropped by everyone.
+
+Rows, each in its own process, ``--repeat`` times (median reported):
+  curator-default  NeMo Curator 1.4 CPU pipeline: VideoReader -> FixedStrideExtractorStage ->
+                   ClipTranscodingStage (libvpx-vp9: its CPU encoder; h264_nvenc needs a GPU and
+                   libopenh264 is not in Debian's FFmpeg) -> MotionVectorDecodeStage ->
+                   MotionFilterStage -> ClipWriterStage (scripts/_curator_driver.py, Curator venv).
+  curator-x264     the same with libx264 at our settings (preset veryfast, crf 23).
+  baseline         a plain PyAV loop a user would write: decode, to_ndarray/from_ndarray, cut at
+                   the fixed spans by re-encoding with libx264 (veryfast, crf 23), write files.
+  bare-encode      decode once (frame threads) + libx264 (veryfast, crf 23) of the same spans,
+                   nothing else: the floor for any re-encoding pipeline.
+  limit            bare PyAV decode of every frame to analysis size (144 px short side, one reused
+                   reformatter, codec frame threads): the floor for our analysis pass.
+  ours-default     curastream videos --split fixed --copy --previews (motion filter on, writer).
+  ours-reencode    curastream videos --split fixed --reencode (single decode feeds the encoders).
+  ours-analysis    curastream videos --split scenes --dry-run (decode, shots, motion; metadata only).
+Targets (PASS/MISS printed): ours-default >= 10x curator-default clips/s; ours-reencode >= 1.5x
+curator-x264 clips/s and <= 1.25x bare-encode wall; ours-analysis >= 0.8x limit frames/s.
+Then curastream's peak RSS at 1x and 10x the input (the same files copied into 10 folders).
+
+Curator runs from a separate venv (see scripts/bench_images.py for the install lines) and needs
+the ``ffmpeg``/``ffprobe`` programs on PATH (``apt-get install ffmpeg``); rows that cannot run
+are printed as skipped with the reason. Shared 2-core machine: medians over --repeat runs, the
+min-max spread is shown, and CPU-s per clip is given as the less noise-sensitive cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench_common import (  # noqa: E402
+    MEDIA,
+    ROOT,
+    Row,
+    default_curator_python,
+    emit_result,
+    fmt,
+    machine_line,
+    ratio,
+    repeat,
+    self_cmd,
+    table,
+    verdict,
+)
+
+SCRIPT = Path(__file__).resolve()
+CURATOR_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+PRESET, CRF = "veryfast", 23
+
+
+# ------------------------------------------------------------------------------------ input
+
+
+def pick_videos(media: Path, tmp: Path, all_codecs: bool) -> tuple[list[Path], str]:
+    from curastream.video_probe import VideoProbeError, probe
+
+    d = media / "videos"
+    picked = []
+    if d.is_dir():
+        for p in sorted(d.iterdir()):
+            if p.suffix.lower() not in CURATOR_EXTS:
+                continue
+            try:
+                info = probe(str(p))
+            except VideoProbeError:
+                continue
+            if all_codecs or (info.video_codec == "h264" and p.suffix.lower() in (".mp4", ".mov")):
+                picked.append(p)
+        if picked:
+            return picked, f"{'all Curator-readable' if all_codecs else 'H.264 MP4/MOV'} videos from {d}"
+    from curastream.samples import make_sample_videos
+
+    vids = make_sample_videos(tmp / "samples", size=(640, 360))
+    return [v.path for v in vids if v.path.suffix == ".mp4"], "generated sample videos (curastream.samples, 640x360)"
+
+
+def link_inputs(files: list[Path], dst: Path, reps: int = 1) -> Path:
+    """Copies, not symlinks: curastream resolves video paths (realpath) before checking that they
+    lie under input_path, so a symlinked file pointing outside the input folder is refused."""
+    for r in range(reps):
+        d = dst / f"rep{r:02d}" if reps > 1 else dst
+        d.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copyfile(f, d / f.name)
+    return dst
+
+
+def list_inputs(src: str) -> list[str]:
+    return sorted(str(p) for p in Path(src).rglob("*") if p.suffix.lower() in CURATOR_EXTS)
+
+
+# ------------------------------------------------------------------------------------ children
+
+
+def _spans(info, clip_len: float, min_len: float) -> list[tuple[float, float]]:
+    from curastream.kernels.shots import fixed_stride_spans
+
+    return [(a / info.fps, b / info.fps) for a, b in fixed_stride_spans(info.num_frames, info.fps, clip_len, min_len)]
+
+
+def child_ours(src: str, out: str, mode: str, clip_len: float, min_len: float) -> None:
+    from curastream import VideoRunConfig, run_videos
+
+    kw = dict(sources=[src], output=out, clip_len_s=clip_len, min_clip_s=min_len, progress=False,
+              stats_path=out.rstrip("/") + ".stats.json", encoder="libx264", encoder_preset=PRESET,
+              encoder_crf=CRF)
+    if mode == "default":
+        cfg = VideoRunConfig(split="fixed", clip_mode="copy", previews=True, **kw)
+    elif mode == "reencode":
+        cfg = VideoRunConfig(split="fixed", clip_mode="reencode", previews=False, **kw)
+    else:  # analysis
+        cfg = VideoRunConfig(split="scenes", dry_run=True, previews=False, **kw)
+    t0 = time.perf_counter()
+    stats = run_videos(cfg)
+    wall = time.perf_counter() - t0
+    d = stats.to_dict()
+    analysis_s = None
+    try:
+        summ = json.loads(Path(out, "summary.json").read_text())
+        analysis_s = sum(v.get("analysis_s", 0) for v in summ["videos"])
+    except (OSError, KeyError, ValueError):
+        pass
+    emit_result(wall_s=wall, items=stats.extra.get("clips", 0), videos=stats.items_in, bytes_in=stats.bytes_in,
+                clips_passed=stats.extra.get("clips_passed"), rejected=stats.items_rejected,
+                stages={s["name"]: s["utilisation"] for s in d["stages"]}, bottleneck=d["bottleneck"],
+                analysis_s=analysis_s)
+
+
+def child_limit(src: str, short_side: int) -> None:
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    from curastream.video_decode import analysis_size
+    from curastream.video_probe import probe
+
+    t0 = time.perf_counter()
+    frames = bytes_in = 0
+    for path in list_inputs(src):
+        info = probe(path)
+        w, h = analysis_size(info, short_side)
+        if info.rotation % 180:
+            w, h = h, w
+        bytes_in += os.path.getsize(path)
+        with av.open(path) as c:
+            s = c.streams.video[info.stream_index]
+            s.codec_context.thread_type = "AUTO"
+            s.codec_context.thread_count = 0
+            ref = VideoReformatter()
+            for f in c.decode(s):
+                ref.reformat(f, width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+                frames += 1
+    emit_result(wall_s=time.perf_counter() - t0, items=frames, bytes_in=bytes_in)
+
+
+def _new_encoder(path: str, fps: float, w: int, h: int):
+    import av
+
+    rate = Fraction(fps).limit_denominator(100000)
+    c = av.open(path, "w")
+    s = c.add_stream("libx264", rate=rate)
+    s.width, s.height, s.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+    s.time_base = s.codec_context.time_base = 1 / rate
+    s.options = {"preset": PRESET, "crf": str(CRF)}
+    return c, s
+
+
+def _close(c, s) -> None:
+    for pkt in s.encode():
+        c.mux(pkt)
+    c.close()
+
+
+def child_encode(src: str, out: str, clip_len: float, min_len: float, naive: bool) -> None:
+    """bare-encode (naive=False): one threaded decode pass, frames go to the span's encoder as
+    they are. baseline (naive=True): PyAV defaults, RGB ndarray round trip, as users write it."""
+    import av
+
+    from curastream.video_probe import probe
+
+    t0 = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    clips = bytes_in = 0
+    for vi, path in enumerate(list_inputs(src)):
+        info = probe(path)
+        spans = _spans(info, clip_len, min_len)
+        bytes_in += os.path.getsize(path)
+        if not spans:
+            continue
+        with av.open(path) as c:
+            s = c.streams.video[info.stream_index]
+            if not naive:
+                s.codec_context.thread_type = "AUTO"
+            k, enc, pts = 0, None, 0
+            t_first = None
+            for f in c.decode(s):
+                t = float(f.time) if f.time is not None else (pts / info.fps)
+                if t_first is None:
+                    t_first = t
+                t -= t_first
+                while k < len(spans) and t >= spans[k][1] - 1e-6:
+                    if enc is not None:
+                        _close(*enc)
+                        enc = None
+                        clips += 1
+                    k += 1
+                if k >= len(spans):
+                    break
+                if t < spans[k][0] - 1e-6:
+                    continue
+                if enc is None:
+                    enc = _new_encoder(os.path.join(out, f"v{vi:03d}_{k:04d}.mp4"), info.fps, f.width, f.height)
+                    pts = 0
+                ec, es = enc
+                if naive:
+                    nf = av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24"), format="rgb24")
+                else:
+                    nf = f
+                if (nf.width, nf.height, nf.format.name) != (es.width, es.height, "yuv420p"):
+                    nf = nf.reformat(width=es.width, height=es.height, format="yuv420p")
+                nf.pts, nf.time_base = pts, es.codec_context.time_base
+                pts += 1
+                for pkt in es.encode(nf):
+                    ec.mux(pkt)
+            if enc is not None:
+                _close(*enc)
+                clips += 1
+    emit_result(wall_s=time.perf_counter() - t0, items=clips, bytes_in=bytes_in)
+
+
+def child_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=["ours-default", "ours-reencode", "ours-analysis", "limit", "bare-encode",
+                                     "baseline"])
+    ap.add_argument("--src", required=True)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--clip-len", type=float, default=10.0)
+    ap.add_argument("--min-clip-len", type=float, default=2.0)
+    ap.add_argument("--short-side", type=int, default=144)
+    a = ap.parse_args(argv)
+    try:
+        if a.kind.startswith("ours-"):
+            child_ours(a.src, a.out, a.kind[5:], a.clip_len, a.min_clip_len)
+        elif a.kind == "limit":
+            child_limit(a.src, a.short_side)
+        else:
+            child_encode(a.src, a.out, a.clip_len, a.min_clip_len, naive=a.kind == "baseline")
+    except Exception as e:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        emit_result(error=f"{type(e).__name__}: {e}")
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------ parent
+
+
+class Outs:
+    def __init__(self, base: Path):
+        self.base, self.n = base, 0
+
+    def __call__(self, name: str) -> str:
+        self.n += 1
+        p = self.base / f"{name}-{self.n}"
+        shutil.rmtree(p, ignore_errors=True)
+        return str(p)
+
+
+def repeat_fresh(name, make_cmd, outs: Outs, n: int, **kw) -> Row:
+    runs = []
+    for _ in range(n):
+        out = outs("run")
+        row = repeat(name, make_cmd(out), 1, **kw)
+        shutil.rmtree(out, ignore_errors=True)
+        Path(out + ".stats.json").unlink(missing_ok=True)
+        runs += row.runs
+        if not row.runs[-1].ok:
+            break
+    return Row(name, runs, unit=kw.get("unit", "items"))
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        return child_main(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--media", default=str(MEDIA))
+    ap.add_argument("--all-codecs", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--curator-repeat", type=int, default=None, help="repeats for the (slow) Curator rows")
+    ap.add_argument("--clip-len", type=float, default=10.0)
+    ap.add_argument("--min-clip-len", type=float, default=2.0)
+    ap.add_argument("--curator-python", default=default_curator_python())
+    ap.add_argument("--curator-executor", default="stages", choices=["stages", "xenna", "ray_data"])
+    ap.add_argument("--skip", default="",
+                    help="comma list: curator-default,curator-x264,baseline,bare-encode,limit,ours-default,"
+                         "ours-reencode,ours-analysis,rss")
+    ap.add_argument("--rss-factor", type=int, default=10)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    cur_rep = args.curator_repeat or args.repeat
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-videos-"))
+    outs = Outs(tmp / "out")
+    files, what = pick_videos(Path(args.media), tmp, args.all_codecs)
+    src = str(link_inputs(files, tmp / "in"))
+    mb = sum(f.stat().st_size for f in files) / 1e6
+    from curastream.video_probe import probe
+
+    infos = [probe(str(f)) for f in files]
+    dur = sum(i.duration for i in infos)
+    n_clips = sum(len(_spans(i, args.clip_len, args.min_clip_len)) for i in infos)
+    print(f"# bench_videos\n{machine_line()}\ninput: {what}: {len(files)} videos, {mb:.1f} MB, {dur:.0f} s of video, "
+          f"{sum(i.num_frames for i in infos)} frames (headers); fixed spans {args.clip_len:g} s "
+          f"(min {args.min_clip_len:g} s) -> {n_clips} clips; repeat {args.repeat}\n"
+          f"files: {', '.join(f.name for f in files)}\n", flush=True)
+    common = ["--src", src, "--clip-len", str(args.clip_len), "--min-clip-len", str(args.min_clip_len)]
+    rows: dict[str, Row] = {}
+
+    cp = args.curator_python
+    drv = str(ROOT / "scripts" / "_curator_driver.py")
+    for key, enc in (("curator-default", "libvpx-vp9"), ("curator-x264", "libx264")):
+        if key in skip:
+            continue
+        name = f"NeMo Curator 1.4 CPU: fixed stride, {enc} transcode, motion, ClipWriter ({args.curator_executor})"
+        if not cp or not Path(cp).exists():
+            rows[key] = Row(name, [], skipped=f"no Curator python ({cp or '.venv-bench/bin/python'} missing)")
+        elif not shutil.which("ffmpeg") or not shutil.which("ffprobe"):
+            rows[key] = Row(name, [], skipped="ffmpeg/ffprobe not on PATH (Curator shells out to both; "
+                                              "apt-get install ffmpeg)")
+        else:
+            rows[key] = repeat_fresh(name, lambda out, enc=enc: [
+                cp, drv, "videos", "--dir", src, "--out", out, "--encoder", enc, "--preset", PRESET, "--crf", str(CRF),
+                "--clip-len", str(args.clip_len), "--min-clip-len", str(args.min_clip_len),
+                "--executor", args.curator_executor], outs, cur_rep, unit="clips", timeout=3600)
+    plan = [
+        ("baseline", "baseline: PyAV loop, ndarray round trip, libx264 cut", "clips"),
+        ("bare-encode", "bare encode: 1 threaded decode + libx264 of the same spans", "clips"),
+        ("limit", "limit: bare PyAV decode to 144p (reused reformatter, frame threads)", "frames"),
+        ("ours-default", "curastream default: fixed, stream copy, motion, previews, writer", "clips"),
+        ("ours-reencode", "curastream --reencode (libx264 veryfast crf 23), motion, writer", "clips"),
+        ("ours-analysis", "curastream --split scenes --dry-run (analysis only)", "videos"),
+    ]
+    for key, name, unit in plan:
+        if key in skip:
+            continue
+        rows[key] = repeat_fresh(name, lambda out, key=key: self_cmd(SCRIPT, "_child", key, *common, "--out", out),
+                                 outs, args.repeat, unit=unit)
+
+    frames = rows["limit"].med_result("items") if "limit" in rows and rows["limit"].good else None
+
+    def fps_col(row: Row) -> str:
+        if frames is None or not row.good:
+            return "-"
+        return fmt(frames / row.med("wall_s"))
+
+    clip_rows = [rows[k] for k in ("curator-default", "curator-x264", "baseline", "bare-encode", "ours-default",
+                                   "ours-reencode") if k in rows]
+    print("\n## Clip pipelines (median of runs; clips/s spread in brackets)\n")
+    print(table(clip_rows, "clips", extra_cols=[("frames/s (input)", fps_col)]))
+    ana_rows = [rows[k] for k in ("limit", "ours-analysis") if k in rows]
+    if ana_rows:
+        print("\n## Analysis decode\n")
+        print(table(ana_rows, "items", extra_cols=[("frames/s", fps_col)]))
+
+    def rate(k):
+        return rows[k].rate() if k in rows and rows[k].good else None
+
+    def wall(k):
+        return rows[k].med("wall_s") if k in rows and rows[k].good else None
+
+    t1 = ratio(rate("ours-default"), rate("curator-default"))
+    t2 = ratio(rate("ours-reencode"), rate("curator-x264"))
+    t3 = ratio(wall("ours-reencode"), wall("bare-encode"))
+    t4 = ratio(wall("limit"), wall("ours-analysis"))  # same frames: fps ratio = inverse wall ratio
+    print("\n## Targets\n")
+    print(f"- ours default / Curator default CPU (clips/s):   {fmt(t1)}x  target >= 10x   {verdict(t1, 10)}")
+    print(f"- ours reencode / Curator libx264 (clips/s):      {fmt(t2)}x  target >= 1.5x  {verdict(t2, 1.5)}")
+    print(f"- ours reencode wall / bare encode wall:          {fmt(t3)}x  target <= 1.25x "
+          f"{verdict(t3, 1.25, higher_is_better=False)}")
+    print(f"- ours analysis fps / bare decode fps:            {fmt(t4)}x  target >= 0.8x  {verdict(t4, 0.8)}")
+    other = {
+        "ours default / baseline (clips/s)": ratio(rate("ours-default"), rate("baseline")),
+        "ours reencode / baseline (clips/s)": ratio(rate("ours-reencode"), rate("baseline")),
+        "ours default / Curator libx264 (clips/s)": ratio(rate("ours-default"), rate("curator-x264")),
+    }
+    for k, v in other.items():
+        print(f"- {k}: {fmt(v)}x")
+    for k in ("ours-default", "ours-reencode", "ours-analysis"):
+        if k in rows and rows[k].good:
+            r = rows[k].good[-1].result
+            print(f"- {k} stage utilisation (last run): {r.get('stages')}, analysis busy {fmt(r.get('analysis_s'))} s")
+    for k in ("curator-default", "curator-x264"):
+        if k in rows and rows[k].good:
+            r = rows[k].good[-1].result
+            print(f"- {k}: {r.get('clips_passed')} passed, {r.get('clips_filtered')} filtered, "
+                  f"{r.get('motion_minus1')} with motion score -1, {r.get('clips_with_errors')} with errors")
+
+    rss = {}
+    if "rss" not in skip:
+        print(f"\n## curastream default peak RSS, input 1x vs {args.rss_factor}x (copies)\n", flush=True)
+        big = link_inputs(files, tmp / "in10", reps=args.rss_factor)
+        for label, s in (("1x", src), (f"{args.rss_factor}x", str(big))):
+            out = outs("rss")
+            r = repeat(f"rss {label}", self_cmd(SCRIPT, "_child", "ours-default", "--src", s, "--out", out,
+                                                "--clip-len", str(args.clip_len), "--min-clip-len",
+                                                str(args.min_clip_len)), 1, unit="clips").runs[0]
+            shutil.rmtree(out, ignore_errors=True)
+            rss[label] = r
+        print("| input | videos | clips | run wall s | clips/s | peak RSS MB (tree) |\n|---|---|---|---|---|---|")
+        for label, r in rss.items():
+            if r.ok:
+                print(f"| {label} | {r.result.get('videos')} | {r.result['items']} | {fmt(r.wall_s)} | "
+                      f"{fmt(r.result['items'] / r.wall_s)} | {fmt(r.tree_rss_mb)} |")
+            else:
+                print(f"| {label} | failed: {r.error} | | | | |")
+
+    if args.json:
+        doc = {"machine": machine_line(), "input": {"what": what, "files": [f.name for f in files], "mb": mb,
+                                                    "duration_s": dur, "frames": frames},
+               "rows": {k: {"name": v.name, "rate": v.rate(), "unit": v.unit, "wall_s": v.med("wall_s"),
+                            "proc_wall_s": v.med("proc_wall_s"), "tree_rss_mb": v.med("tree_rss_mb"),
+                            "cpu_s": v.med("cpu_s"), "runs": len(v.good),
+                            "result": v.good[-1].result if v.good else None,
+                            "skipped": v.skipped or (v.runs[-1].error if v.runs and not v.good else "")}
+                        for k, v in rows.items()},
+               "targets": {"default_vs_curator": t1, "reencode_vs_curator_x264": t2,
+                           "reencode_vs_bare_encode_wall": t3, "analysis_vs_limit_fps": t4},
+               "rss": {k: {"items": r.result.get("items"), "tree_rss_mb": r.tree_rss_mb, "wall_s": r.wall_s}
+                       for k, r in rss.items()}}
+        Path(args.json).write_text(json.dumps(doc, indent=2, default=str))
+    if args.keep:
+        print(f"\n(temp dir kept: {tmp})")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
