@@ -36,16 +36,16 @@ from .kernels.image_scores import score_batch
 from .kernels.phash import NearDuplicateIndex, phash
 from .output import prepare_output
 from .progress import Progress
-from .schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS, REJECT_SCHEMA, Batch
+from .schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS, Batch
 from .stats import RunStats
 from .writers.image_shards import ImageShardWriter, read_committed_shards, shard_name_hash
+from .writers.rejects import read_rejects, write_rejects
 from .writers.run_index import write_run_index
 from .writers.sink import Sink
 from .writers.storage import Storage
 
 log = logging.getLogger(__name__)
 
-REJECTS_NAME = "rejects.parquet"
 REJECTS_EVERY_S = 30.0
 SOURCE_COLUMNS = ("key", "source", "source_member", "source_bytes", "data", "metadata", "status",
                   "reject_stage", "reject_reason")
@@ -345,11 +345,7 @@ class ImageRunSink(Sink):
             self._write_rejects()
 
     def _write_rejects(self) -> None:
-        rows = sorted(self.rejects, key=lambda r: (r["key"] or "", r["source"], r["source_member"] or ""))
-        table = pa.Table.from_pylist(rows, schema=REJECT_SCHEMA)
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
-        self.storage.write_atomic(REJECTS_NAME, buf.getvalue(), rows=len(rows))
+        write_rejects(self.storage, self.rejects)
         self._rejects_dirty = False
         self._rejects_written_at = time.monotonic()
 
@@ -385,9 +381,8 @@ def load_resume_state(storage: Storage, dedup_distance: int) -> tuple[set[str], 
     for rel in storage.list_files():
         if rel.startswith("images-") and rel.endswith(".tar") and "/" not in rel and rel not in committed:
             storage.delete(rel)
-    rejects: list[dict] = []
-    if storage.exists(REJECTS_NAME):
-        rejects = pq.read_table(io.BytesIO(storage.read_bytes(REJECTS_NAME))).to_pylist()
+    rejects = read_rejects(storage)
+    if rejects:
         done.update(r["key"] for r in rejects if r["key"])
     next_index = 0
     if stems:

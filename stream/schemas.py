@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .writers.rejects import REJECT_SCHEMA
+
 IMAGE_SCORE_COLUMNS = (
     "sharpness",
     "mean_luma",
@@ -74,17 +76,6 @@ CLIP_SCHEMA = pa.schema(
         pa.field("clip_location", pa.string()),
         pa.field("media", pa.large_binary()),
         pa.field("preview", pa.binary()),
-    ]
-)
-
-REJECT_SCHEMA = pa.schema(
-    [
-        pa.field("key", pa.string()),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("source_member", pa.string()),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("duplicate_of", pa.string()),
     ]
 )
 

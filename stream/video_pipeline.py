@@ -40,20 +40,20 @@ from .kernels.motion import (
 from .kernels.shots import ShotDetector, fixed_stride_spans, frame_features, split_scenes
 from .output import prepare_output
 from .progress import Progress
-from .schemas import CLIP_SCHEMA, IMAGE_SCORE_COLUMNS, REJECT_SCHEMA, Batch
+from .schemas import CLIP_SCHEMA, IMAGE_SCORE_COLUMNS, Batch
 from .stats import RunStats
 from .video_decode import VideoDecodeError, iter_analysis_frames
 from .video_probe import VideoInfo, VideoProbeError, probe
 from .video_sources import VideoInput, list_video_inputs
 from .writers.clip_model import ClipChunk, ClipRecord, VideoRecord
 from .writers.clip_writer import PROCESSED_CHUNKS_DIR, ClipWriter, relative_video_path
+from .writers.rejects import read_rejects, write_rejects
 from .writers.run_index import write_run_index
 from .writers.sink import Sink
 from .writers.storage import Storage
 
 log = logging.getLogger(__name__)
 
-REJECTS_NAME = "rejects.parquet"
 SUMMARY_NAME = "summary.json"
 SCORE_FPS = 1.0  # per-clip frame scores and plug-in frames: one frame a second is plenty
 MOTION_FPS = 2.0  # Curator samples motion at about 2 frames/s
@@ -433,13 +433,7 @@ class VideoRunSink(Sink):
             self.emitter.emit(b.to_arrow(drop=() if self.emitter.include_bytes else ("media", "preview")))
 
     def _write_rejects(self) -> None:
-        seen: dict[str, dict] = {}
-        for r in self.rejects:
-            seen[r["source"]] = r
-        rows = [seen[k] for k in sorted(seen)]
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, schema=REJECT_SCHEMA), buf, compression="zstd")
-        self.storage.write_atomic(REJECTS_NAME, buf.getvalue(), rows=len(rows))
+        write_rejects(self.storage, self.rejects)
 
     def commit(self) -> None:
         if self.writer is not None:
@@ -523,9 +517,8 @@ def run_videos(cfg: VideoRunConfig) -> RunStats:
         todo = [i for i in inputs if i.path not in done_set]
         for rel in storage.list_files():
             storage.adopt(rel)
-        if storage.exists(REJECTS_NAME):
-            prior_rejects = [r for r in pq.read_table(io.BytesIO(storage.read_bytes(REJECTS_NAME))).to_pylist()
-                             if r["source"] not in {printable(i.path) for i in todo}]
+        retried = {printable(i.path) for i in todo}  # judged again in this run
+        prior_rejects = [r for r in read_rejects(storage) if r["source"] not in retried]
         log.info("resume: %d of %d videos already done", len(done), len(inputs))
     writer = ClipWriter(
         cfg.output, input_path, upload_clips=cfg.upload_clips, dry_run=cfg.dry_run,
