@@ -191,9 +191,9 @@ class Row:
 
 
 def repeat(name: str, cmd: list[str], n: int, unit: str = "items", env=None, timeout: float = 3600.0,
-           note: str = "", verbose: bool = True) -> Row:
+           note: str = "", verbose: bool = True, first: int = 1) -> Row:
     runs = []
-    for i in range(n):
+    for i in range(first - 1, first - 1 + n):
         r = run_child(cmd, env=env, timeout=timeout)
         runs.append(r)
         if verbose:

@@ -6,7 +6,7 @@ project's: Curator pulls torch, Ray, transformers and its own pinned PyAV, which
 the project's venv. It imports nothing from curastream. Set-up (see bench_images.py docstring):
 
     python3 -m venv .venv-bench
-    .venv-bench/bin/pip install 'torch==2.13.0' 'nemo-curator[image_cpu,video_cpu]==1.4.0' nvidia-dali-cuda120
+    .venv-bench/bin/pip install 'torch==2.13.0' 'nemo-curator[image_cpu,video_cpu,cv2]==1.4.0' nvidia-dali-cuda120
     apt-get install ffmpeg      # Curator's VideoReader calls ffprobe, ClipTranscodingStage calls ffmpeg
 
 Modes:

@@ -4,11 +4,12 @@
     .venv/bin/python scripts/bench_images.py [--images 600] [--repeat 3] [--curator-python PATH]
 
 Input: the real JPEGs of ../shared/media/images (relative to the project root) when present,
-else the built-in sample photos (``curastream.samples``, 8 photos). They are packed over and over
-(about ``--images``, default 600) into WebDataset tars of ``--per-tar`` 100 ``<key>.jpg`` members
-(Curator's reader decodes whole DALI batches of 100) because Curator's reader only reads WebDataset tars; every contender reads those same tars. The copies are the same
-pictures, so curastream runs with near-duplicate removal off here (``dedup=False``; pHash is
-still computed) - otherwise it would drop copies 2..N and write less than the others.
+else the built-in sample photos (``curastream.samples``, 8 photos). They are packed over and
+over (about ``--images``, default 600) into WebDataset tars of ``--per-tar`` 100 ``<key>.jpg``
+members, because Curator's reader only reads WebDataset tars (and decodes whole DALI batches of
+100); every contender reads those same tars. The copies are the same pictures, so curastream
+runs with near-duplicate removal off here (``dedup=False``; pHash is still computed) - otherwise
+it would drop copies 2..N and write less than the others.
 
 Contenders, each in its own process, ``--repeat`` times (median reported):
   curator   NeMo Curator 1.4: ImageReaderStage (DALI, CPU decode, full size) -> ImageWriterStage
@@ -21,14 +22,22 @@ Contenders, each in its own process, ``--repeat`` times (median reported):
             (the scoring resolution) on a 2-thread pool, plus copying the original bytes into tars.
   ours      curastream.run_images (decode at 256, scores, pHash, filters, pass-through JPEG
             bytes, tar + Parquet shards, rejects, index).
-Then curastream's peak RSS with the input listed 1x and 10x (symlinks), to show memory is flat.
+Then curastream's peak RSS with the input listed 1x and 10x (symlinks), to show memory is flat,
+and threads vs processes for the per-image work (probe + scaled decode + scores), which is why
+the engine runs stages in threads.
 
 Curator lives in a separate venv so its pins (torch, Ray, PyAV 17, transformers...) never touch
 the project's venv:
 
     python3 -m venv .venv-bench
-    .venv-bench/bin/pip install 'torch==2.13.0' 'nemo-curator[image_cpu,video_cpu]==1.4.0' nvidia-dali-cuda120
-    # (pyproject's `bench` extra names the same packages; install it into .venv-bench, not .venv)
+    .venv-bench/bin/pip install 'torch==2.13.0' 'nemo-curator[image_cpu,video_cpu,cv2]==1.4.0' \
+        nvidia-dali-cuda120
+    apt-get install ffmpeg    # videos only: Curator shells out to ffprobe and ffmpeg
+    # (pyproject's `bench` extra names nemo-curator; install it into .venv-bench, not .venv.
+    #  torch 2.13.0 is the local CPU wheel; PyPI's torchvision then fails at `import torchvision`,
+    #  which none of the stages used here needs.)
+    # Curator's ImageReaderStage builds its DALI pipeline with device_id=0, which asserts without
+    # CUDA; the driver rebuilds it with device_id=None (CPU decode, otherwise Curator's code).
 
 Numbers on a shared 2-core machine are noisy: each row is the median of --repeat runs and the
 spread (min-max items/s) is printed; "CPU-s per image" (user+sys of the process tree) is the
@@ -289,7 +298,7 @@ def repeat_fresh(name, make_cmd, outs: Outs, n: int, **kw) -> Row:
     runs = []
     for i in range(n):
         out = outs(name.split()[0])
-        row = repeat(name, make_cmd(out), 1, **kw)
+        row = repeat(name, make_cmd(out), 1, first=i + 1, **kw)
         shutil.rmtree(out, ignore_errors=True)
         for suffix in (".stats.json",):
             Path(out + suffix).unlink(missing_ok=True)

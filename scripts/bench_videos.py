@@ -290,9 +290,9 @@ class Outs:
 
 def repeat_fresh(name, make_cmd, outs: Outs, n: int, **kw) -> Row:
     runs = []
-    for _ in range(n):
+    for i in range(n):
         out = outs("run")
-        row = repeat(name, make_cmd(out), 1, **kw)
+        row = repeat(name, make_cmd(out), 1, first=i + 1, **kw)
         shutil.rmtree(out, ignore_errors=True)
         Path(out + ".stats.json").unlink(missing_ok=True)
         runs += row.runs
@@ -362,7 +362,7 @@ def main() -> int:
         ("limit", "limit: bare PyAV decode to 144p (reused reformatter, frame threads)", "frames"),
         ("ours-default", "curastream default: fixed, stream copy, motion, previews, writer", "clips"),
         ("ours-reencode", "curastream --reencode (libx264 veryfast crf 23), motion, writer", "clips"),
-        ("ours-analysis", "curastream --split scenes --dry-run (analysis only)", "videos"),
+        ("ours-analysis", "curastream --split scenes --dry-run (analysis only)", "clips"),
     ]
     for key, name, unit in plan:
         if key in skip:
