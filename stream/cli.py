@@ -34,8 +34,10 @@ def _fail(msg: str) -> None:
 
 def _is_storage_error(e: BaseException) -> bool:
     """An I/O failure of the input or output store (disk, S3 endpoint down, credentials...)."""
-    mod = type(e).__module__ or ""
-    return isinstance(e, OSError) or mod.split(".")[0] in ("botocore", "aiobotocore", "s3fs", "aiohttp", "fsspec")
+    top = (type(e).__module__ or "").split(".")[0]
+    if top == "av":  # PyAV's errors subclass OSError but are about media, not storage
+        return False
+    return isinstance(e, OSError) or top in ("botocore", "aiobotocore", "s3fs", "aiohttp", "fsspec")
 
 
 def _run(fn, cfg, kept: str):

@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,13 +94,20 @@ def _has_output(out: Path) -> bool:
     return out.is_dir() and any(p.is_file() for p in out.rglob("*"))
 
 
+def _read(f) -> str:
+    f.seek(0)
+    text = f.read().decode(errors="replace")
+    f.close()
+    return text
+
+
 def _run_and_kill(cmd: list[str], out: Path, delay: float, after_first_file: bool) -> str:
     """Start ``cmd``; SIGKILL it ``delay`` s after start (or after its first output file).
 
     Returns where the kill landed: ``before_output``, ``mid_run`` or ``after_finish``.
     """
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
-                         start_new_session=True)
+    errf = tempfile.TemporaryFile()  # not a pipe: a chatty run must never block on a full one
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, env=_env(), start_new_session=True)
     t0 = time.monotonic()
     if after_first_file:
         had = {q for q in out.rglob("*") if q.is_file()} if out.is_dir() else set()
@@ -111,8 +119,7 @@ def _run_and_kill(cmd: list[str], out: Path, delay: float, after_first_file: boo
     while p.poll() is None and time.monotonic() - t0 < delay:
         time.sleep(0.005)
     if p.poll() is not None:
-        err = p.stderr.read().decode(errors="replace")
-        p.stderr.close()
+        err = _read(errf)
         assert p.returncode == 0, f"run failed before it was killed ({p.returncode}):\n{err[-3000:]}"
         return "after_finish"
     landed = "mid_run" if _has_output(out) and not (out / "index.json").exists() else "before_output"
@@ -120,8 +127,10 @@ def _run_and_kill(cmd: list[str], out: Path, delay: float, after_first_file: boo
         landed = "after_finish"
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
-    p.stderr.close()
-    assert p.returncode == -signal.SIGKILL
+    err = _read(errf)
+    if p.returncode == 0:  # it finished between the last look and the signal
+        return "after_finish"
+    assert p.returncode == -signal.SIGKILL, f"run failed before it was killed ({p.returncode}):\n{err[-3000:]}"
     return landed
 
 
@@ -213,7 +222,8 @@ def image_case(tmp_path_factory):
     cmd = _cmd("images", str(base / "src"), "--output", str(out), "--images-per-tar", "7", "--batch-size", "4",
                "--no-progress")
     # an uninterrupted run into the same path (tar_file holds that path), timed for the kill moments
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    errf = tempfile.TemporaryFile()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, env=_env())
     t0 = time.monotonic()
     t_first = None
     while p.poll() is None:
@@ -221,8 +231,7 @@ def image_case(tmp_path_factory):
             t_first = time.monotonic()
         time.sleep(0.005)
     t_total = time.monotonic() - t0
-    err = p.stderr.read().decode()
-    p.stderr.close()
+    err = _read(errf)
     assert p.returncode == 0, err
     t_active = t_total - ((t_first or t0 + t_total) - t0)
     ref = base / "ref"
@@ -290,15 +299,15 @@ def video_case(tmp_path_factory):
     out = base / "out"
     cmd = _cmd("videos", str(src), "--output", str(out), "--split", "fixed", "--clip-len", "1", "--no-progress")
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    errf = tempfile.TemporaryFile()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, env=_env())
     t_first = None
     while p.poll() is None:
         if t_first is None and _has_output(out):
             t_first = time.monotonic()
         time.sleep(0.005)
     t_total = time.monotonic() - t0
-    err = p.stderr.read().decode()
-    p.stderr.close()
+    err = _read(errf)
     assert p.returncode == 0, err
     ref = base / "ref"
     out.rename(ref)

@@ -128,6 +128,23 @@ def _audio_only_mp4(path: Path) -> Path:
     return path
 
 
+def _fast_fps_mkv(path: Path) -> Path:
+    """30 frames at 100000 fps (Matroska's millisecond clock makes it 1000): 0.03 s of video."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=100000)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(30):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 8, np.uint8), format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
 def _slow_fps_mkv(path: Path) -> Path:
     """Three frames 1000 s apart: a header that would turn into 3000 one-second clips."""
     import av
@@ -362,7 +379,7 @@ def _check_hostile_image_run(files: dict[str, bytes]) -> None:
         _no_temps(out)
 
 
-@settings(max_examples=25, **HYPO)
+@settings(max_examples=40, **HYPO)
 @given(kind=st.sampled_from(sorted(SOURCES)), cuts=st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=1,
                                                               max_size=3))
 def test_truncated_images_property(kind, cuts):
@@ -372,7 +389,7 @@ def test_truncated_images_property(kind, cuts):
     _check_hostile_image_run(files)
 
 
-@settings(max_examples=20, **HYPO)
+@settings(max_examples=40, **HYPO)
 @given(blobs=st.lists(st.tuples(st.sampled_from(["jpg", "png", "webp", "tif", "bmp", "gif", "jpeg"]),
                                 st.sampled_from([b"", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"RIFF\0\0\0\0WEBP",
                                                  b"II*\0", b"BM", b"GIF89a"]),
@@ -400,6 +417,7 @@ def test_generated_bad_videos(tmp_path):
         (src / name).write_bytes(data)
     _audio_only_mp4(src / "audio_only.mp4")
     _slow_fps_mkv(src / "slow_fps.mkv")
+    _fast_fps_mkv(src / "fast_fps.mkv")  # odd but valid: processed, too short for a clip
     bad_names = sorted([*bad, "audio_only.mp4", "slow_fps.mkv"])
     if shutil.which("ffmpeg"):
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=64x48:r=25",
@@ -417,9 +435,10 @@ def test_generated_bad_videos(tmp_path):
     assert "frame rate" in rej["slow_fps.mkv"][1]
     assert "still image" in rej["jpeg_named.mp4"][1]
     assert "empty file" in rej["zero.mp4"][1]
-    assert _processed(out) == {"good.mp4"}
+    assert _processed(out) == {"good.mp4", "fast_fps.mkv"}
+    assert json.loads((out / "processed_videos" / "fast_fps.mkv.json").read_bytes())["num_total_clips"] == 0
     assert _all_clips_open(out) == 2
-    assert stats.items_in == len(bad_names) + 1 and stats.items_rejected == len(bad_names)
+    assert stats.items_in == len(bad_names) + 2 and stats.items_rejected == len(bad_names)
     summary = json.loads((out / "summary.json").read_bytes())
     assert summary["totals"]["videos_rejected"] == len(bad_names)
     _no_temps(out)
@@ -437,7 +456,7 @@ def _test_videos() -> dict[str, Path]:
     return _VIDEOS
 
 
-@settings(max_examples=10, **HYPO)
+@settings(max_examples=15, **HYPO)
 @given(cut=st.floats(0.0, 1.0, exclude_max=True))
 def test_truncated_video_property(cut):
     vids = _test_videos()
@@ -495,8 +514,8 @@ def _hostile_image_inputs(src: Path) -> int:
     """Write inputs with hostile names; returns how many are inputs (dot-names are hidden files,
     skipped like every walk skips them: "..jpg", "...jpg", "..sub/", the tar's "dir/.hidden.jpg")."""
     src.mkdir()
-    data = {i: _jpeg(100 + i) for i in range(40)}
-    n = iter(range(40))
+    data = {i: _jpeg(100 + i) for i in range(45)}
+    n = iter(range(45))
     files = ["..jpg", "...jpg", "a..b.jpg", " .jpg", "new\nline.jpg", "back\\slash.jpg", "n" * 240 + ".jpg",
              "-rf.jpg", "index.json.jpg"]
     for name in files:
@@ -508,7 +527,9 @@ def _hostile_image_inputs(src: Path) -> int:
     (src / "deep" / "a.b").mkdir(parents=True)
     (src / "deep" / "a.b" / "c.jpg").write_bytes(data[next(n)])
     members = ["../evil.jpg", "/abs/path.jpg", "./dot.jpg", "a/../../b.jpg", "x" * 3000 + ".jpg",
-               os.fsdecode(b"\xfe\xff") + ".jpg", "c:\\win\\x.jpg", "..\\..\\up.jpg", "dir/.hidden.jpg", "ok.jpg"]
+               os.fsdecode(b"\xfe\xff") + ".jpg", "c:\\win\\x.jpg", "..\\..\\up.jpg", "dir/.hidden.jpg", "ok.jpg",
+               # long names go into PAX records, which carry NUL bytes through
+               "p" * 120 + "\x00evil.jpg", "q" * 120 + "/../\x00x.jpg"]
     with tarfile.open(src / "hostile.tar", "w", format=tarfile.PAX_FORMAT) as tf:
         for name in members:
             d = data[next(n)]

@@ -41,8 +41,8 @@ from curastream.video_pipeline import run_videos  # noqa: E402
 
 BUCKET = "curastream-test"
 SEED = int(os.environ.get("CURASTREAM_S3_SEED", "6"))
-FIGURES = {"faults_injected": 0, "faults_failing_the_run": 0, "faults_absorbed": 0, "server_outages": 0,
-           "resumes": 0, "items_lost": 0}
+FIGURES = {"faults_injected": 0, "faults_failing_the_run": 0, "faults_absorbed": 0, "temps_left_by_faults": 0,
+           "server_outages": 0, "resumes": 0, "items_lost": 0}
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -340,6 +340,35 @@ def test_cli_server_outage_then_resume(s3, kind, image_inputs, video_inputs, ima
     _wipe(s3, prefix)
 
 
+@pytest.mark.timeout(200)
+def test_cli_short_outage_is_retried_transparently(s3, image_inputs, image_reference):
+    """A blip shorter than botocore's retry budget (default: 5 attempts, exponential backoff)
+    costs nothing: the run finishes and its output is the uninterrupted one."""
+    cmd = _cmd("images", f"s3://{BUCKET}/in", "--output", f"s3://{BUCKET}/img", "--images-per-tar", "4",
+               "--batch-size", "4", "--min-resolution", "0", "--no-progress")
+    p = subprocess.Popen(cmd, env=_cli_env(s3), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fs = s3.fs()
+    while p.poll() is None:
+        fs.invalidate_cache()
+        try:
+            if len(fs.find(f"{BUCKET}/img")) >= 3:
+                break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    blipped = p.poll() is None
+    if blipped:
+        s3.stop()
+        FIGURES["server_outages"] += 1
+        time.sleep(0.3)
+        s3.start()
+    out, err = p.communicate(timeout=180)
+    assert blipped, "the run finished before the blip"
+    assert p.returncode == 0, err.decode()[-2000:]
+    _assert_same_output(_snapshot(s3, "img"), image_reference, varying={"index.json"})
+    _wipe(s3, "img")
+
+
 # -- injected request faults ----------------------------------------------------------------------------
 MUTATING = {"put_object", "copy_object", "delete_object", "delete_objects", "create_multipart_upload",
             "upload_part", "complete_multipart_upload"}
@@ -395,7 +424,9 @@ def _fault_trials(s3, faults, run, prefix: str, ref: dict[str, bytes], varying: 
         assert faults["f"].failed, f"request {at} of {total} was never made"
         FIGURES["faults_failing_the_run" if failed else "faults_absorbed"] += 1
         # a fault in a best-effort cleanup (removing a temporary) may be absorbed: then the run is whole
-        _check_complete(_snapshot(s3, prefix))
+        after_fault = _snapshot(s3, prefix)
+        _check_complete(after_fault)
+        FIGURES["temps_left_by_faults"] += sum(".tmp-" in k for k in after_fault)
         faults["f"] = _Faults()
         run("resume")
         FIGURES["resumes"] += 1

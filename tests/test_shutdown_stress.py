@@ -394,4 +394,4 @@ def test_cli_sigint_exits_130_quickly_and_cleanly(tmp_path):
 
                 with av.open(str(p)) as c:
                     assert next(iter(c.decode(video=0)), None) is not None
-    assert interrupted >= 10, f"only {interrupted} of {len(cases)} signals landed inside a run"
+    assert interrupted >= len(cases) // 2, f"only {interrupted} of {len(cases)} signals landed inside a run"
