@@ -376,10 +376,15 @@ def test_cli_sigint_exits_130_quickly_and_cleanly(tmp_path):
         out = tmp_path / "out"
         if rc == 0:
             continue  # the run beat the signal
+        if rc == -signal.SIGINT and (not any(out.rglob("*")) or (out / "index.json").exists()):
+            # The signal landed outside the run: before the interpreter's start-up finished, or
+            # after the run committed (index.json) while the interpreter was shutting down, when
+            # CPython has put back the default SIGINT action. Either way nothing is half-done.
+            continue
         interrupted += 1
         FIGURES["cli_sigints"] += 1
         _note_latency(dt)
-        assert rc == 130, err
+        assert rc == 130, (rc, err)
         assert dt < 2.0, f"{kind}: exit took {dt:.2f} s after SIGINT"
         assert "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1], err
         assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
