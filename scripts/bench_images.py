@@ -214,7 +214,6 @@ def child_limit(tars: list[str], out: str, threads: int) -> None:
 
 
 def _decode_and_score(data: bytes):
-    import numpy as np
 
     from curastream.image_decode import decode_for_analysis, probe_image
     from curastream.kernels.image_scores import score_batch

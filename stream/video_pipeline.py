@@ -13,7 +13,6 @@ A video that cannot be probed or decoded is rejected with its reason (``rejects.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -23,7 +22,6 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .clip_media import ClipEncoder, ClipMedia, cut_copy, cut_reencode, make_preview
 from .config import VideoRunConfig

@@ -19,7 +19,6 @@ and kept in ``SUMMARY``. Seed: ``CURASTREAM_CRASH_SEED`` (default 6).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random

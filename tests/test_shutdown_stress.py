@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import io
 import json
 import os
 import random
