@@ -305,7 +305,7 @@ class ImageRunSink(Sink):
         self.progress = progress
         self._rejects_dirty = False
         self._rejects_written_at = time.monotonic()
-        writer._on_committed = self._on_shard_committed
+        writer.on_shard_committed = self._on_shard_committed
 
     def write(self, b: Batch) -> None:
         kept_rows = []

@@ -119,7 +119,7 @@ class ImageShardWriter:
         self.index = start_index
         self.columns_schema = columns_schema or pa.schema([])
         self._shard: _OpenShard | None = None
-        self._on_committed = on_shard_committed
+        self.on_shard_committed = on_shard_committed  # called after each shard commit
         self.shards_written: list[dict[str, Any]] = []
 
     # -- sink contract ----------------------------------------------------------------------
@@ -221,8 +221,8 @@ class ImageShardWriter:
             log.info("wrote shard %s (%d images, %d bytes, %.2f s)", self.storage.url(sh.tar_rel),
                      info["rows"], info["bytes"], info["seconds"])
         self.index += 1
-        if self._on_committed is not None:
-            self._on_committed(info, sh.rows)
+        if self.on_shard_committed is not None:
+            self.on_shard_committed(info, sh.rows)
 
 
 def read_committed_shards(storage: Storage) -> list[str]:
