@@ -15,8 +15,8 @@ streaming pipeline keeps only the tiny per-sample patch sums of a whole video an
 frame span (a scene) at the end without keeping flow fields or frames:
 :class:`MotionAccumulator` does exactly that over the decoder's chunks.
 
-Cost on CPU: the frame method is ~9 ms per 256x144 pair (NumPy, one core), so at 2 pairs per
-second of video it adds roughly a quarter to the analysis decode of 720p H.264; use the
+Cost on CPU: the frame method is ~4.5 ms per 256x144 pair (NumPy, one core), so at 2 pairs per
+second of video it adds roughly an eighth to the analysis decode of 720p H.264; use the
 vectors where the codec has them (``MotionAccumulator.score(method="auto")``).
 
 Differences from Curator's motion-vector code, on purpose:
@@ -328,15 +328,22 @@ def sad_cost_volume(prev, cur, pred, block: int, radius: int):
     nby, nbx = pred.shape[1:3]
     # One gather of each block's search window; candidates are then views into it.
     windows = _gather_blocks(prev, pred, block, radius)  # (N, nby, nbx, win, win)
-    cur_blocks = xp.ascontiguousarray(_blocks(cur, nby, nbx, block))
+    m = n * nby * nbx
+    bb = block * block
     side = 2 * radius + 1
-    cost = xp.empty((n, nby, nbx, side * side), dtype=xp.float32)
-    inv = xp.float32(1.0 / (block * block))
+    # Blocks on the last (contiguous) axis: each candidate's difference is then a few long
+    # vector operations instead of millions of block-wide rows.
+    windows = _windows_last(windows)  # (win, win, M)
+    cur_blocks = _blocks_last(cur, nby, nbx, block)  # (block, block, M)
+    cost = np.empty((side * side, m), dtype=np.float32)
+    d = np.empty((block, block, m), dtype=np.float32)
     for k, (dy, dx) in enumerate(_candidates(radius)):
-        sub = windows[..., radius + dy: radius + dy + block, radius + dx: radius + dx + block]
-        d = xp.abs(cur_blocks - sub)
-        cost[..., k] = d.sum(axis=(-2, -1)) * inv
-    return cost
+        sub = windows[radius + dy: radius + dy + block, radius + dx: radius + dx + block]
+        np.subtract(cur_blocks, sub, out=d)
+        np.abs(d, out=d)
+        _block_sum(d, out=cost[k])  # same summation order as the per-block .sum()
+    cost *= np.float32(1.0 / bb)
+    return np.ascontiguousarray(cost.T).reshape(n, nby, nbx, side * side)
 
 
 def _gather_blocks(img, disp, block: int, margin: int, extra: int = 0):
@@ -346,6 +353,19 @@ def _gather_blocks(img, disp, block: int, margin: int, extra: int = 0):
     n, h, w = img.shape
     nby, nbx = disp.shape[1:3]
     m = block + 2 * margin + extra
+    if xp is np and n * nby * nbx:
+        # Edge-pad the frames so that every window is a plain rectangle of the padded frames
+        # (edge padding = clamping), then copy the rectangles: no per-pixel index arithmetic.
+        dmin = int(disp.min())
+        dmax = int(disp.max())
+        lo = max(0, margin - dmin)
+        hi_y = max(0, (nby - 1) * block - margin + m + dmax - h)
+        hi_x = max(0, (nbx - 1) * block - margin + m + dmax - w)
+        padded = np.pad(img, ((0, 0), (lo, hi_y), (lo, hi_x)), mode="edge")
+        view = np.lib.stride_tricks.sliding_window_view(padded, (m, m), axis=(1, 2))
+        y0 = np.arange(nby)[None, :, None] * block - margin + lo + disp[..., 0]
+        x0 = np.arange(nbx)[None, None, :] * block - margin + lo + disp[..., 1]
+        return view[np.arange(n)[:, None, None], y0, x0]
     base_y = xp.arange(nby)[:, None] * block - margin + xp.arange(m)
     base_x = xp.arange(nbx)[:, None] * block - margin + xp.arange(m)
     rows = xp.clip(base_y[None, :, None, :] + disp[..., 0:1], 0, h - 1)
@@ -354,9 +374,42 @@ def _gather_blocks(img, disp, block: int, margin: int, extra: int = 0):
     return xp.take(img.reshape(-1), off + rows[..., :, None] * w + cols[..., None, :])
 
 
-def _blocks(img, nby: int, nbx: int, block: int):
+def _blocks_last(img, nby: int, nbx: int, block: int):
+    """(block, block, N * nby * nbx) contiguous copy of the blocks of img (N, h, w): blocks on
+    the last axis, so per-pixel work over all blocks runs as long contiguous vector operations."""
+    xp = get_xp(img)
     n = img.shape[0]
-    return img[:, : nby * block, : nbx * block].reshape(n, nby, block, nbx, block).transpose(0, 1, 3, 2, 4)
+    b = img[:, : nby * block, : nbx * block].reshape(n, nby, block, nbx, block).transpose(2, 4, 0, 1, 3)
+    return xp.ascontiguousarray(b, dtype=xp.float32).reshape(block, block, n * nby * nbx)
+
+
+def _windows_last(windows):
+    """(N, nby, nbx, a, b) per-block windows -> contiguous (a, b, N * nby * nbx)."""
+    xp = get_xp(windows)
+    a, b = windows.shape[-2:]
+    return xp.ascontiguousarray(windows.reshape(-1, a, b).transpose(1, 2, 0))
+
+
+def _block_sum(d, out=None):
+    """Sum of (block, block, M) over its first two axes -> (M,).
+
+    When block^2 is a multiple of 8 up to 128, in NumPy's pairwise order for a contiguous run of
+    block^2 values (8 running sums of every 8th pixel, combined as a tree), so the result equals
+    ``blocks.sum(axis=(-2, -1))`` on contiguous (..., block, block) blocks bit for bit.
+    """
+    xp = get_xp(d)
+    bb, m = d.shape[0] * d.shape[1], d.shape[2]
+    if out is None:
+        out = xp.empty(m, dtype=d.dtype)
+    if bb % 8 or bb > 128:
+        return xp.add.reduce(d.reshape(bb, m), axis=0, out=out)
+    d8 = d.reshape(bb // 8, 8, m)
+    acc = d8[0].copy()
+    for i in range(1, bb // 8):
+        acc += d8[i]
+    t = acc[0::2] + acc[1::2]
+    t = t[0::2] + t[1::2]
+    return xp.add(t[0], t[1], out=out)
 
 
 def _central_gradients(img):
@@ -392,34 +445,36 @@ def _lk_refine(prev, cur, disp, block: int, reg: float, iterations: int):
     steps are capped at 1 px and the total correction at 1.5 px.
     """
     xp = get_xp(prev)
-    nby, nbx = disp.shape[1:3]
-    c = _blocks(cur, nby, nbx, block)
+    n, nby, nbx = disp.shape[:3]
+    m = n * nby * nbx
+    # Blocks on the last axis (see _blocks_last): (block, block, M) pixels, (M,) per-block values.
+    c = _blocks_last(cur, nby, nbx, block)
     gy_full, gx_full = _central_gradients(cur)
-    gy = _blocks(gy_full, nby, nbx, block)
-    gx = _blocks(gx_full, nby, nbx, block)
-    axes = (-2, -1)
+    gy = _blocks_last(gy_full, nby, nbx, block)
+    gx = _blocks_last(gx_full, nby, nbx, block)
     lam = reg * block * block
-    gxx = (gx * gx).sum(axis=axes) + lam
-    gyy = (gy * gy).sum(axis=axes) + lam
-    gxy = (gx * gy).sum(axis=axes)
+    gxx = _block_sum(gx * gx) + lam
+    gyy = _block_sum(gy * gy) + lam
+    gxy = _block_sum(gx * gy)
     det = gxx * gyy - gxy * gxy
     base = disp.astype(xp.float32)
-    dy = xp.zeros(disp.shape[:3], dtype=xp.float32)
-    dx = xp.zeros(disp.shape[:3], dtype=xp.float32)
+    dy = xp.zeros(m, dtype=xp.float32)
+    dx = xp.zeros(m, dtype=xp.float32)
     for _ in range(iterations):
         fy, fx = xp.floor(dy), xp.floor(dx)
-        win = _gather_blocks(prev, disp + xp.stack([fy, fx], axis=-1).astype(xp.int32), block, 0, extra=1)
-        wy = (dy - fy)[..., None, None]
-        wx = (dx - fx)[..., None, None]
-        top = win[..., :-1, :-1] + wx * (win[..., :-1, 1:] - win[..., :-1, :-1])
-        bottom = win[..., 1:, :-1] + wx * (win[..., 1:, 1:] - win[..., 1:, :-1])
+        step = xp.stack([fy, fx], axis=-1).astype(xp.int32).reshape(n, nby, nbx, 2)
+        win = _windows_last(_gather_blocks(prev, disp + step, block, 0, extra=1))  # (b+1, b+1, M)
+        wy = dy - fy
+        wx = dx - fx
+        top = win[:-1, :-1] + wx * (win[:-1, 1:] - win[:-1, :-1])
+        bottom = win[1:, :-1] + wx * (win[1:, 1:] - win[1:, :-1])
         it = c - (top + wy * (bottom - top))
-        bx = (gx * it).sum(axis=axes)
-        by = (gy * it).sum(axis=axes)
+        bx = _block_sum(gx * it)
+        by = _block_sum(gy * it)
         # The cur gradients stand in for the warped prev's: P(p + d + s) ~ P(p + d) + grad C . s
         dy = xp.clip(dy + xp.clip((gxx * by - gxy * bx) / det, -1.0, 1.0), -1.5, 1.5)
         dx = xp.clip(dx + xp.clip((gyy * bx - gxy * by) / det, -1.0, 1.0), -1.5, 1.5)
-    return base[..., 0] + dy, base[..., 1] + dx
+    return base[..., 0] + dy.reshape(n, nby, nbx), base[..., 1] + dx.reshape(n, nby, nbx)
 
 
 def block_flow(prev_y, cur_y, block: int = 8, radius: int = 4, levels: int = 3,
