@@ -108,7 +108,7 @@ class AnalyzeStage(Stage):
     def __init__(self, cfg: VideoRunConfig, device: Device):
         self.cfg = cfg
         self.device = device
-        self.workers = 1  # FFmpeg's own frame threads use the cores
+        self.workers = 2  # two videos at once: one decode + its kernels leave a core idle
 
     def process(self, task: VideoTask) -> VideoTask:
         t0 = time.perf_counter()
