@@ -20,6 +20,9 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if verbose < 2:
         logging.getLogger("nvidia").setLevel(logging.WARNING)
+        # s3fs runs aiohttp on its own event loop; when the store drops a connection, asyncio
+        # logs the orphaned request's traceback. The run reports that failure itself, in one line.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def _echo_summary(lines: list[str], to_stderr: bool) -> None:
