@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -289,3 +290,30 @@ def default_curator_python() -> str | None:
 
 def self_cmd(script: Path, *args: str) -> list[str]:
     return [sys.executable, str(script), *args]
+
+
+class Outs:
+    """A fresh output dir per run (contenders must never find a previous run's files)."""
+
+    def __init__(self, base: Path):
+        self.base, self.n = base, 0
+
+    def __call__(self, name: str) -> str:
+        self.n += 1
+        p = self.base / f"{name}-{self.n}"
+        shutil.rmtree(p, ignore_errors=True)
+        return str(p)
+
+
+def repeat_fresh(name, make_cmd, outs: Outs, n: int, **kw) -> Row:
+    """Like repeat(), but each run gets a fresh output dir (deleted afterwards: disk stays small)."""
+    runs = []
+    for i in range(n):
+        out = outs(name.split()[0])
+        row = repeat(name, make_cmd(out), 1, first=i + 1, **kw)
+        shutil.rmtree(out, ignore_errors=True)
+        Path(out + ".stats.json").unlink(missing_ok=True)
+        runs += row.runs
+        if not row.runs[-1].ok:
+            break
+    return Row(name, runs, unit=kw.get("unit", "items"))

@@ -61,6 +61,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_common import (  # noqa: E402
+    Outs,
+    repeat_fresh,
     MEDIA,
     ROOT,
     Row,
@@ -277,34 +279,6 @@ def child_main(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------ parent
-
-
-class Outs:
-    """A fresh output dir per run (contenders must never find a previous run's files)."""
-
-    def __init__(self, base: Path):
-        self.base, self.n = base, 0
-
-    def __call__(self, name: str) -> str:
-        self.n += 1
-        p = self.base / f"{name}-{self.n}"
-        shutil.rmtree(p, ignore_errors=True)
-        return str(p)
-
-
-def repeat_fresh(name, make_cmd, outs: Outs, n: int, **kw) -> Row:
-    """Like repeat(), but each run gets a fresh output dir (deleted afterwards: disk stays small)."""
-    runs = []
-    for i in range(n):
-        out = outs(name.split()[0])
-        row = repeat(name, make_cmd(out), 1, first=i + 1, **kw)
-        shutil.rmtree(out, ignore_errors=True)
-        for suffix in (".stats.json",):
-            Path(out + suffix).unlink(missing_ok=True)
-        runs += row.runs
-        if not row.runs[-1].ok:
-            break
-    return Row(name, runs, unit=kw.get("unit", "items"))
 
 
 def main() -> int:

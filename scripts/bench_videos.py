@@ -50,6 +50,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_common import (  # noqa: E402
+    Outs,
+    repeat_fresh,
     MEDIA,
     ROOT,
     Row,
@@ -275,30 +277,6 @@ def child_main(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------ parent
-
-
-class Outs:
-    def __init__(self, base: Path):
-        self.base, self.n = base, 0
-
-    def __call__(self, name: str) -> str:
-        self.n += 1
-        p = self.base / f"{name}-{self.n}"
-        shutil.rmtree(p, ignore_errors=True)
-        return str(p)
-
-
-def repeat_fresh(name, make_cmd, outs: Outs, n: int, **kw) -> Row:
-    runs = []
-    for i in range(n):
-        out = outs("run")
-        row = repeat(name, make_cmd(out), 1, first=i + 1, **kw)
-        shutil.rmtree(out, ignore_errors=True)
-        Path(out + ".stats.json").unlink(missing_ok=True)
-        runs += row.runs
-        if not row.runs[-1].ok:
-            break
-    return Row(name, runs, unit=kw.get("unit", "items"))
 
 
 def main() -> int:
