@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
+from .native_threads import single_threaded_blas
 from .queues import BoundedQueue, EndOfStream, Stopped
 from .stats import RunStats, StageStats
 from .writers.sink import Sink
@@ -340,6 +341,10 @@ class Pipeline:
         """Run to the end; returns stats, or raises the first stage exception."""
         if self.sink is None:
             raise PipelineError("run() needs a sink; iterate the pipeline to stream results")
+        with single_threaded_blas():
+            return self._run()
+
+    def _run(self) -> RunStats:
         try:
             self._start()
             while not self._all_done():
@@ -362,6 +367,10 @@ class Pipeline:
         """Streaming form: run without a sink and yield what the last stage emits."""
         if self.sink is not None:
             raise PipelineError("a pipeline with a sink is run with run(), not iterated")
+        with single_threaded_blas():
+            yield from self._iterate()
+
+    def _iterate(self) -> Iterator[Any]:
         self._start()
         last = self.queues[-1]
         try:

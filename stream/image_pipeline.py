@@ -32,7 +32,7 @@ from .image_decode import (
 )
 from .image_sources import ImageInput, list_image_inputs, printable, read_batches
 from .ipc import IpcEmitter
-from .kernels.image_scores import score_batch
+from .kernels.image_scores import luma, score_batch
 from .kernels.phash import NearDuplicateIndex, phash
 from .output import prepare_output
 from .progress import Progress
@@ -185,10 +185,9 @@ class ScoreStage(Stage):
             return b
         xp = self.device.xp
         stack = xp.asarray(np.stack([b.sidecar["analysis"][i] for i in ok]))
-        scores = score_batch(stack)
-        from .kernels.image_scores import luma
-
-        hashes = phash(luma(stack))
+        y = luma(stack)
+        scores = score_batch(stack, y)
+        hashes = phash(y)
         if xp is not np:
             scores = {k: xp.asnumpy(v) for k, v in scores.items()}
             hashes = xp.asnumpy(hashes)
@@ -337,7 +336,7 @@ class ImageRunSink(Sink):
         if self.progress is not None:
             self.progress.update(b.num_rows)
 
-    def _on_shard_committed(self, info, rows) -> None:
+    def _on_shard_committed(self, info, table) -> None:
         # Rejects need not be committed with each shard for correctness (a resume re-judges what
         # is not in a committed shard and gets the same answer), but a long run should show them:
         # rewrite the file now and then, not at every shard, so the cost stays linear.

@@ -59,6 +59,10 @@ SIDE_MEMBER_LIMIT = 1 << 20
 PARQUET_KEY_COLUMNS = ("key", "__key__")
 _PARQUET_IMAGE_NAMES = ("image", "jpg", "png", "webp", "img")
 
+# Stream mode reads through tarfile's Python-level buffer in chunks of this size. The default
+# (10 KiB) is ~50 reads per photo; much larger is slower again, because every small header read
+# re-slices the whole buffer. Reading 600 photos: 10 KiB 0.27 CPU-s, 64 KiB 0.21, 1 MiB 0.24.
+TAR_READ_BUFSIZE = 64 << 10
 _OUR_SHARD = re.compile(r"^images-[0-9a-f]{12,16}-\d{6}\.(tar|parquet)$")
 _WDS_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
 _NOT_KEY_CHAR = re.compile(r"[^A-Za-z0-9_-]")
@@ -760,7 +764,7 @@ class _Reader:
         while i < len(pending):
             start, seen, failed = i, set(), None
             try:
-                with self.opener(pending[0])() as f, tarfile.open(fileobj=f, mode="r|*") as tf:
+                with self.opener(pending[0])() as f, tarfile.open(fileobj=f, mode="r|*", bufsize=TAR_READ_BUFSIZE) as tf:
                     ids = _SampleIds()
                     cur: tuple[ImageInput, list] | None = None
                     for ti in tf:

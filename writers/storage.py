@@ -42,10 +42,12 @@ class CommittedFile:
 class _HashingWriter(io.RawIOBase):
     """Counts and hashes bytes on their way to the real file, so no second read is needed."""
 
-    def __init__(self, raw: IO[bytes]):
+    def __init__(self, raw: IO[bytes], sync_every: int | None = None):
         self._raw = raw
         self.sha = hashlib.sha256()
         self.nbytes = 0
+        self._sync_every = sync_every
+        self._synced_at = 0
 
     def writable(self) -> bool:
         return True
@@ -55,10 +57,21 @@ class _HashingWriter(io.RawIOBase):
         self._raw.write(mv)
         self.sha.update(mv)
         self.nbytes += len(mv)
+        if self._sync_every is not None and self.nbytes - self._synced_at >= self._sync_every:
+            # The commit must fsync the whole file; flushing as it grows moves that disk wait
+            # from the end of the run (0.36 s for a 300 MB shard, with every core idle) to
+            # while the decoders still have work.
+            self._raw.flush()
+            _fdatasync(self._raw.fileno())
+            self._synced_at = self.nbytes
         return len(mv)
 
     def tell(self) -> int:
         return self.nbytes
+
+
+SYNC_EVERY_BYTES = 32 << 20
+_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def is_temp_name(name: str) -> bool:
@@ -140,7 +153,7 @@ class Storage:
             raw = open(tmp, "wb")
         else:
             raw = self.fs.open(tmp, "wb")
-        hw = _HashingWriter(raw)
+        hw = _HashingWriter(raw, sync_every=SYNC_EVERY_BYTES if self.is_local else None)
         ok = False
         try:
             yield hw
