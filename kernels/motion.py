@@ -300,9 +300,14 @@ def to_luma(frames):
 
 
 def _downsample2(y):
+    """2x2 box average. Strided adds, not ``reshape(...).mean(axis=(2, 4))``: NumPy reduces
+    over the two short interleaved axes element by element, ~25x slower at 144p (5.7 vs
+    0.23 ms for 16 frames), which made the pyramid a fifth of the whole motion kernel."""
     n, h, w = y.shape
     h2, w2 = h // 2, w // 2
-    return y[:, : 2 * h2, : 2 * w2].reshape(n, h2, 2, w2, 2).mean(axis=(2, 4))
+    y = y[:, : 2 * h2, : 2 * w2]
+    rows = y[:, 0::2] + y[:, 1::2]
+    return (rows[:, :, 0::2] + rows[:, :, 1::2]) * y.dtype.type(0.25)
 
 
 def _candidates(radius: int) -> np.ndarray:
