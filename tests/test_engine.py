@@ -125,6 +125,47 @@ def test_pipeline_preserves_order_with_parallel_workers():
     assert sink.committed and not sink.aborted
 
 
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_blas_runs_single_threaded_during_a_run_and_is_restored_after():
+    import numpy  # noqa: F401 - loads the BLAS that threadpoolctl reports
+
+    before = _blas_threads()
+    if not before:
+        pytest.skip("NumPy here links no BLAS that threadpoolctl can see")
+    seen = []
+    sink = ListSink()
+    Pipeline(range(3), [FunctionStage(lambda x: seen.append(_blas_threads()) or x)], sink=sink).run()
+    assert seen and all(t == [1] * len(before) for t in seen)
+    assert _blas_threads() == before
+    streamed = []
+    for x in Pipeline(range(3), [FunctionStage(lambda x: streamed.append(_blas_threads()) or x)]):
+        pass
+    assert streamed and all(t == [1] * len(before) for t in streamed)
+    assert _blas_threads() == before
+
+
+def test_large_atomic_file_is_synced_as_it_grows_and_hashes_right(tmp_path, monkeypatch):
+    from curastream.writers import storage as storage_mod
+
+    synced = []
+    monkeypatch.setattr(storage_mod, "SYNC_EVERY_BYTES", 1 << 20)
+    monkeypatch.setattr(storage_mod, "_fdatasync", lambda fd: synced.append(os.fstat(fd).st_size))
+    st = Storage(str(tmp_path / "out"))
+    chunk = os.urandom(256 << 10)
+    with st.open_atomic("big.bin") as f:
+        for _ in range(12):
+            f.write(chunk)
+    assert synced == [1 << 20, 2 << 20, 3 << 20]  # the bytes were on disk when synced
+    data = (tmp_path / "out" / "big.bin").read_bytes()
+    assert data == chunk * 12
+    assert st.committed()[0].sha256 == hashlib.sha256(data).hexdigest()
+
+
 def test_backpressure_slow_sink_bounds_memory_and_producer_waits():
     produced = []
 
