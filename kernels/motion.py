@@ -324,59 +324,72 @@ def sad_cost_volume(prev, cur, pred, block: int, radius: int):
     prev, cur: (N, h, w) float32. pred: (N, nby, nbx, 2) int32 (dy, dx) search centres.
     Returns (N, nby, nbx, K) float32, K = (2r+1)^2 in ``_candidates`` order. Reads outside the
     frame are clamped to the nearest edge pixel. This is the xp reference of
-    ``cuda/block_match.cu``, which computes the same volume one thread per (block, candidate).
+    ``cuda/block_match.cu``, which computes the same volume one thread per (block, candidate)
+    and sums each block's pixels in the same raster order.
     """
     xp = get_xp(prev)
     if xp is not np:
         return _sad_cost_volume_cuda(prev, cur, pred, block, radius)
     n = prev.shape[0]
     nby, nbx = pred.shape[1:3]
-    # One gather of each block's search window; candidates are then views into it.
-    windows = _gather_blocks(prev, pred, block, radius)  # (N, nby, nbx, win, win)
     m = n * nby * nbx
     bb = block * block
     side = 2 * radius + 1
-    # Blocks on the last (contiguous) axis: each candidate's difference is then a few long
-    # vector operations instead of millions of block-wide rows.
-    windows = _windows_last(windows)  # (win, win, M)
+    # Blocks on the last (contiguous) axis: the work is a few long vector operations per row of
+    # candidates instead of millions of block-wide rows, and per-call overhead stays small
+    # enough that a batch of one frame pair is not dominated by it.
+    windows = _gather_blocks_last(prev, pred, block, radius)  # (win, win, M)
     cur_blocks = _blocks_last(cur, nby, nbx, block)  # (block, block, M)
-    cost = np.empty((side * side, m), dtype=np.float32)
-    d = np.empty((block, block, m), dtype=np.float32)
-    for k, (dy, dx) in enumerate(_candidates(radius)):
-        sub = windows[radius + dy: radius + dy + block, radius + dx: radius + dx + block]
-        np.subtract(cur_blocks, sub, out=d)
+    s0, s1, s2 = windows.strides
+    # cand[dy, dx, i, j] = windows[dy + i, dx + j]: every candidate's block as a view, no copy.
+    cand = np.lib.stride_tricks.as_strided(windows, (side, side, block, block, m), (s0, s1, s0, s1, s2),
+                                           writeable=False)
+    cost = np.empty((side, side, m), dtype=np.float32)
+    d = np.empty((side, block, block, m), dtype=np.float32)
+    for dy in range(side):
+        np.subtract(cur_blocks, cand[dy], out=d)
         np.abs(d, out=d)
-        _block_sum(d, out=cost[k])  # same summation order as the per-block .sum()
+        # Reducing a non-contiguous axis adds pixel rows in raster order, as the CUDA loop does.
+        np.add.reduce(d.reshape(side, bb, m), axis=1, out=cost[dy])
     cost *= np.float32(1.0 / bb)
-    return np.ascontiguousarray(cost.T).reshape(n, nby, nbx, side * side)
+    return np.ascontiguousarray(cost.reshape(side * side, m).T).reshape(n, nby, nbx, side * side)
 
 
-def _gather_blocks(img, disp, block: int, margin: int, extra: int = 0):
-    """Each block's window of img (N, h, w) displaced by disp (N, nby, nbx, 2): rows/columns
-    [-margin, block + margin + extra) around the block's origin, clamped to the frame."""
+def _padded_origins(img, disp, block: int, lo_margin: int, hi_margin: int):
+    """Edge-padded img (N, h, w) flattened, and the flat index of the pixel at (-lo_margin,
+    -lo_margin) from each block's origin displaced by disp (N, nby, nbx, 2), such that every
+    pixel up to ``block + hi_margin`` past the origin is inside the padding (edge padding =
+    clamping reads to the frame). Returns (flat, base (M,), padded row length)."""
     xp = get_xp(img)
     n, h, w = img.shape
     nby, nbx = disp.shape[1:3]
-    m = block + 2 * margin + extra
-    if xp is np and n * nby * nbx:
-        # Edge-pad the frames so that every window is a plain rectangle of the padded frames
-        # (edge padding = clamping), then copy the rectangles: no per-pixel index arithmetic.
-        dmin = int(disp.min())
-        dmax = int(disp.max())
-        lo = max(0, margin - dmin)
-        hi_y = max(0, (nby - 1) * block - margin + m + dmax - h)
-        hi_x = max(0, (nbx - 1) * block - margin + m + dmax - w)
-        padded = np.pad(img, ((0, 0), (lo, hi_y), (lo, hi_x)), mode="edge")
-        view = np.lib.stride_tricks.sliding_window_view(padded, (m, m), axis=(1, 2))
-        y0 = np.arange(nby)[None, :, None] * block - margin + lo + disp[..., 0]
-        x0 = np.arange(nbx)[None, None, :] * block - margin + lo + disp[..., 1]
-        return view[np.arange(n)[:, None, None], y0, x0]
-    base_y = xp.arange(nby)[:, None] * block - margin + xp.arange(m)
-    base_x = xp.arange(nbx)[:, None] * block - margin + xp.arange(m)
-    rows = xp.clip(base_y[None, :, None, :] + disp[..., 0:1], 0, h - 1)
-    cols = xp.clip(base_x[None, None, :, :] + disp[..., 1:2], 0, w - 1)
-    off = xp.arange(n).reshape(n, 1, 1, 1, 1) * (h * w)
-    return xp.take(img.reshape(-1), off + rows[..., :, None] * w + cols[..., None, :])
+    dmin = int(disp.min()) if disp.size else 0
+    dmax = int(disp.max()) if disp.size else 0
+    lo = max(0, lo_margin - dmin)
+    hi_y = max(0, (nby - 1) * block + block + hi_margin + dmax - h)
+    hi_x = max(0, (nbx - 1) * block + block + hi_margin + dmax - w)
+    padded = xp.pad(img, ((0, 0), (lo, hi_y), (lo, hi_x)), mode="edge")
+    hp, wp = padded.shape[1:]
+    y0 = xp.arange(nby)[None, :, None] * block - lo_margin + lo + disp[..., 0]
+    x0 = xp.arange(nbx)[None, None, :] * block - lo_margin + lo + disp[..., 1]
+    base = (xp.arange(n)[:, None, None] * (hp * wp) + y0 * wp + x0).reshape(-1)
+    return padded.reshape(-1), base, wp
+
+
+def _take_windows(flat, base, row: int, size: int):
+    """(size, size, M) windows of a flattened padded image starting at flat indices base (M,)."""
+    xp = get_xp(flat)
+    offs = xp.arange(size)[:, None] * row + xp.arange(size)[None, :]
+    return xp.take(flat, offs[:, :, None] + base)
+
+
+def _gather_blocks_last(img, disp, block: int, margin: int, extra: int = 0):
+    """Each block's window of img (N, h, w) displaced by disp (N, nby, nbx, 2), blocks last:
+    (m, m, N * nby * nbx) for rows/columns [-margin, block + margin + extra) around the block's
+    origin, clamped to the frame. One flat take into an edge-padded copy: no per-pixel clamping
+    and no (M, m, m) -> (m, m, M) transpose."""
+    flat, base, row = _padded_origins(img, disp, block, margin, margin + extra)
+    return _take_windows(flat, base, row, block + 2 * margin + extra)
 
 
 def _blocks_last(img, nby: int, nbx: int, block: int):
@@ -388,33 +401,10 @@ def _blocks_last(img, nby: int, nbx: int, block: int):
     return xp.ascontiguousarray(b, dtype=xp.float32).reshape(block, block, n * nby * nbx)
 
 
-def _windows_last(windows):
-    """(N, nby, nbx, a, b) per-block windows -> contiguous (a, b, N * nby * nbx)."""
-    xp = get_xp(windows)
-    a, b = windows.shape[-2:]
-    return xp.ascontiguousarray(windows.reshape(-1, a, b).transpose(1, 2, 0))
-
-
-def _block_sum(d, out=None):
-    """Sum of (block, block, M) over its first two axes -> (M,).
-
-    When block^2 is a multiple of 8 up to 128, in NumPy's pairwise order for a contiguous run of
-    block^2 values (8 running sums of every 8th pixel, combined as a tree), so the result equals
-    ``blocks.sum(axis=(-2, -1))`` on contiguous (..., block, block) blocks bit for bit.
-    """
-    xp = get_xp(d)
-    bb, m = d.shape[0] * d.shape[1], d.shape[2]
-    if out is None:
-        out = xp.empty(m, dtype=d.dtype)
-    if bb % 8 or bb > 128:
-        return xp.add.reduce(d.reshape(bb, m), axis=0, out=out)
-    d8 = d.reshape(bb // 8, 8, m)
-    acc = d8[0].copy()
-    for i in range(1, bb // 8):
-        acc += d8[i]
-    t = acc[0::2] + acc[1::2]
-    t = t[0::2] + t[1::2]
-    return xp.add(t[0], t[1], out=out)
+def _dot_blocks(a, b):
+    """Per-block sum of a * b over (block, block, M) -> (M,), without the product temporary."""
+    xp = get_xp(a)
+    return xp.einsum("ijm,ijm->m", a, b)
 
 
 def _central_gradients(img):
@@ -451,31 +441,35 @@ def _lk_refine(prev, cur, disp, block: int, reg: float, iterations: int):
     """
     xp = get_xp(prev)
     n, nby, nbx = disp.shape[:3]
-    m = n * nby * nbx
     # Blocks on the last axis (see _blocks_last): (block, block, M) pixels, (M,) per-block values.
     c = _blocks_last(cur, nby, nbx, block)
     gy_full, gx_full = _central_gradients(cur)
     gy = _blocks_last(gy_full, nby, nbx, block)
     gx = _blocks_last(gx_full, nby, nbx, block)
     lam = reg * block * block
-    gxx = _block_sum(gx * gx) + lam
-    gyy = _block_sum(gy * gy) + lam
-    gxy = _block_sum(gx * gy)
+    gxx = _dot_blocks(gx, gx) + lam
+    gyy = _dot_blocks(gy, gy) + lam
+    gxy = _dot_blocks(gx, gy)
     det = gxx * gyy - gxy * gxy
     base = disp.astype(xp.float32)
+    m = c.shape[-1]
     dy = xp.zeros(m, dtype=xp.float32)
     dx = xp.zeros(m, dtype=xp.float32)
+    # The correction stays within +-1.5 px, so the integer part of every sample position is
+    # disp + (-2..1): one padded copy of prev serves all iterations.
+    flat, origin, row = _padded_origins(prev, disp, block, 2, 2)
+    origin = origin + (2 * row + 2)
     for _ in range(iterations):
         fy, fx = xp.floor(dy), xp.floor(dx)
-        step = xp.stack([fy, fx], axis=-1).astype(xp.int32).reshape(n, nby, nbx, 2)
-        win = _windows_last(_gather_blocks(prev, disp + step, block, 0, extra=1))  # (b+1, b+1, M)
+        start = origin + fy.astype(xp.int64) * row + fx.astype(xp.int64)
+        win = _take_windows(flat, start, row, block + 1)  # (b+1, b+1, M)
         wy = dy - fy
         wx = dx - fx
-        top = win[:-1, :-1] + wx * (win[:-1, 1:] - win[:-1, :-1])
-        bottom = win[1:, :-1] + wx * (win[1:, 1:] - win[1:, :-1])
-        it = c - (top + wy * (bottom - top))
-        bx = _block_sum(gx * it)
-        by = _block_sum(gy * it)
+        # Bilinear: along rows first (b+1 rows), then down the columns.
+        across = win[:, :-1] + wx * (win[:, 1:] - win[:, :-1])
+        it = c - (across[:-1] + wy * (across[1:] - across[:-1]))
+        bx = _dot_blocks(gx, it)
+        by = _dot_blocks(gy, it)
         # The cur gradients stand in for the warped prev's: P(p + d + s) ~ P(p + d) + grad C . s
         dy = xp.clip(dy + xp.clip((gxx * by - gxy * bx) / det, -1.0, 1.0), -1.5, 1.5)
         dx = xp.clip(dx + xp.clip((gyy * bx - gxy * by) / det, -1.0, 1.0), -1.5, 1.5)
