@@ -564,11 +564,68 @@ def _pair_indices(frame_indices, times, sample_fps: float | None, max_gap: int, 
     return np.sort(ok[order][first])
 
 
+def _select_pairs(frames, frame_indices, times, fps, sample_fps, max_gap, prev_frame, prev_index, prev_time,
+                  min_time):
+    """The pairs motion_samples_from_frames scores: (luma of first frames, luma of second frames,
+    (k,) index of each first frame, of each second, time of each first, of each second)."""
+    xp = get_xp(frames)
+    n = frames.shape[0]
+    if frame_indices is None:
+        frame_indices = np.arange(n)
+    frame_indices = np.asarray(frame_indices, np.int64)
+    if times is None:
+        times = frame_indices / float(fps or 1.0)
+    times = np.asarray(times, np.float64)
+    has_prev = prev_frame is not None and prev_index is not None
+    if has_prev:
+        # Index arithmetic instead of concatenating: a chunk of frames is tens of MB.
+        frame_indices = np.concatenate([[prev_index], frame_indices])
+        times = np.concatenate([[prev_time if prev_time is not None else prev_index / float(fps or 1.0)], times])
+    if n + int(has_prev) < 2:
+        return None
+    pos = _pair_indices(frame_indices, times, sample_fps, max_gap, fps)
+    if min_time is not None:
+        pos = pos[times[pos] >= min_time]
+    if pos.size == 0:
+        return None
+
+    def pick(positions):
+        return xp.stack([prev_frame if (has_prev and p == 0) else frames[p - int(has_prev)] for p in positions])
+
+    return (to_luma(pick(pos)), to_luma(pick(pos + 1)), frame_indices[pos], frame_indices[pos + 1],
+            times[pos], times[pos + 1])
+
+
+def _pair_samples(first, second, idx0, idx1, t0, t1, source_size, block: int, radius: int, levels: int,
+                  batch: int) -> list[MotionSample]:
+    """MotionSamples of luma pairs (k, h, w) (see motion_samples_from_frames), ``batch`` pairs
+    per block_flow call."""
+    xp = get_xp(first)
+    h, w = first.shape[1:3]
+    sw, sh = source_size or (w, h)
+    ny, nx = patch_grid(sw, sh)
+    b = max(1, min(block, h, w))
+    out: list[MotionSample] = []
+    for s in range(0, first.shape[0], batch):
+        sl = slice(s, s + batch)
+        flow = block_flow(first[sl], second[sl], block=block, radius=radius, levels=levels)
+        gap = xp.asarray((idx1[sl] - idx0[sl]).astype(np.float32))
+        mag = xp.sqrt((flow * flow).sum(axis=-1)) / gap[:, None, None] / float(w + h)
+        row_edges = _block_edges(h, b, mag.shape[1])
+        col_edges = _block_edges(w, b, mag.shape[2])
+        sums, area = _patch_sums(mag, row_edges, col_edges, ny, nx, h, w)
+        sums = _host(sums)
+        for j in range(sums.shape[0]):
+            k = s + j
+            out.append(MotionSample(int(idx1[k]), float(t1[k]), sums[j], area, "frames", float(t0[k])))
+    return out
+
+
 def motion_samples_from_frames(frames, frame_indices=None, times=None, fps: float | None = None,
                                source_size: tuple[int, int] | None = None, sample_fps: float | None = 2.0,
                                max_gap: int = 12, block: int = 8, radius: int = 4, levels: int = 3,
                                prev_frame=None, prev_index: int | None = None, prev_time: float | None = None,
-                               min_time: float | None = None, batch: int = 16) -> list[MotionSample]:
+                               min_time: float | None = None, batch: int = 4) -> list[MotionSample]:
     """Frame-based MotionSamples for consecutive pairs (t, t+1) taken at ~sample_fps.
 
     frames: (N, h, w, 3) uint8 RGB (or (N, h, w) luma) analysis frames, upright.
@@ -583,48 +640,15 @@ def motion_samples_from_frames(frames, frame_indices=None, times=None, fps: floa
     min_time: ignore pairs starting before this time (keeps the sampling grid continuous
         across chunks; see MotionAccumulator).
     Each sample is keyed by the pair's second frame.
+    batch: pairs per block_flow call. Small on purpose: the temporaries of 16 pairs at 144p are
+        several MB each, and freeing and re-faulting them cost ~25% of the kernel in page faults
+        in the pipeline's threads (measured: 4 pairs, same user time, sys 0.2 -> 0.03 s).
     """
-    xp = get_xp(frames)
-    n = frames.shape[0]
-    if frame_indices is None:
-        frame_indices = np.arange(n)
-    frame_indices = np.asarray(frame_indices, np.int64)
-    if times is None:
-        times = frame_indices / float(fps or 1.0)
-    times = np.asarray(times, np.float64)
-    has_prev = prev_frame is not None and prev_index is not None
-    if has_prev:
-        # Index arithmetic instead of concatenating: a chunk of frames is tens of MB.
-        frame_indices = np.concatenate([[prev_index], frame_indices])
-        times = np.concatenate([[prev_time if prev_time is not None else prev_index / float(fps or 1.0)], times])
-    total = n + int(has_prev)
-    if total < 2:
+    pairs = _select_pairs(frames, frame_indices, times, fps, sample_fps, max_gap, prev_frame, prev_index,
+                          prev_time, min_time)
+    if pairs is None:
         return []
-
-    def pick(positions):
-        return xp.stack([prev_frame if (has_prev and p == 0) else frames[p - int(has_prev)] for p in positions])
-
-    h, w = frames.shape[1:3]
-    sw, sh = source_size or (w, h)
-    ny, nx = patch_grid(sw, sh)
-    pos = _pair_indices(frame_indices, times, sample_fps, max_gap, fps)
-    if min_time is not None:
-        pos = pos[times[pos] >= min_time]
-    out: list[MotionSample] = []
-    b = max(1, min(block, h, w))
-    for s in range(0, len(pos), batch):
-        sel = pos[s: s + batch]
-        flow = block_flow(to_luma(pick(sel)), to_luma(pick(sel + 1)), block=block, radius=radius, levels=levels)
-        gap = xp.asarray((frame_indices[sel + 1] - frame_indices[sel]).astype(np.float32))
-        mag = xp.sqrt((flow * flow).sum(axis=-1)) / gap[:, None, None] / float(w + h)
-        row_edges = _block_edges(h, b, mag.shape[1])
-        col_edges = _block_edges(w, b, mag.shape[2])
-        sums, area = _patch_sums(mag, row_edges, col_edges, ny, nx, h, w)
-        sums = _host(sums)
-        for j, i in enumerate(sel):
-            out.append(MotionSample(int(frame_indices[i + 1]), float(times[i + 1]), sums[j], area, "frames",
-                                    float(times[i])))
-    return out
+    return _pair_samples(*pairs, source_size, block, radius, levels, batch)
 
 
 def motion_score_from_frames(frames, frame_indices=None, times=None, fps: float | None = None,
@@ -641,7 +665,10 @@ class MotionAccumulator:
     Feed the decoder's chunks in order with ``add``; ``score(start, end)`` then gives the
     MotionScore of any [start, end) frame span (a scene or clip) from the samples inside it.
     Only per-sample patch sums are kept (a few floats per sample), never flow or frames beyond
-    the last one of the previous chunk.
+    the last one of the previous chunk, and the luma of fewer than ``batch`` frame pairs waiting
+    to be matched: pairs are matched ``batch`` at a time across chunk borders, since a chunk
+    holds any number of them and a block_flow call on one pair costs nearly as much as on
+    several. ``frame_samples`` matches what is left.
 
     mv_size: (W, H) of the decoded picture (VideoInfo.width/height) for the motion-vector
         method, or None to skip it; source_size: upright (W, H) for the frame method's patch
@@ -650,17 +677,27 @@ class MotionAccumulator:
 
     def __init__(self, fps: float, mv_size: tuple[int, int] | None = None,
                  source_size: tuple[int, int] | None = None, sample_fps: float = 2.0,
-                 curator_blocks: bool = False, **flow_kw):
+                 curator_blocks: bool = False, max_gap: int = 12, block: int = 8, radius: int = 4,
+                 levels: int = 3, batch: int = 4):
         self.fps = float(fps)
         self.mv_size = mv_size
         self.source_size = source_size
         self.sample_fps = sample_fps
         self.curator_blocks = curator_blocks
-        self.flow_kw = flow_kw
+        self.max_gap = max_gap
+        self.flow_kw = dict(block=block, radius=radius, levels=levels)
+        self.batch = max(1, int(batch))
         self.mv_samples: list[MotionSample] = []
-        self.frame_samples: list[MotionSample] = []
+        self._frame_samples: list[MotionSample] = []
+        self._pending: list[tuple] = []  # _select_pairs results not matched yet
+        self._pending_n = 0
         self._last = None  # (frame, index, time) ending the previous chunk
         self._next_time: float | None = None
+
+    @property
+    def frame_samples(self) -> list[MotionSample]:
+        self._match(self._pending_n)
+        return self._frame_samples
 
     def add(self, frames=None, frame_indices=None, times=None, mv_samples=None) -> None:
         if self.mv_size is not None and mv_samples:
@@ -668,22 +705,36 @@ class MotionAccumulator:
             self.mv_samples.extend(motion_samples_from_mvs(mv_samples, w, h, curator_blocks=self.curator_blocks))
         if self.source_size is None or frames is None or len(frames) == 0:
             return
-        kw = {}
-        if self._last is not None:
-            kw = dict(prev_frame=self._last[0], prev_index=self._last[1], prev_time=self._last[2])
-        got = motion_samples_from_frames(frames, frame_indices, times, self.fps, self.source_size,
-                                         self.sample_fps, min_time=self._next_time, **kw, **self.flow_kw)
-        self.frame_samples.extend(got)
-        if got and self.sample_fps:
-            # The next chunk starts sampling at the grid cell after the last pair taken here.
-            slack = 0.5 / self.fps
-            cell = math.floor((got[-1].start_time + slack) * self.sample_fps)
-            self._next_time = (cell + 1) / self.sample_fps - slack
+        prev = self._last or (None, None, None)
+        pairs = _select_pairs(frames, frame_indices, times, self.fps, self.sample_fps, self.max_gap, *prev,
+                              min_time=self._next_time)
+        if pairs is not None:
+            self._pending.append(pairs)
+            self._pending_n += len(pairs[2])
+            if self.sample_fps:
+                # The next chunk starts sampling at the grid cell after the last pair taken here.
+                slack = 0.5 / self.fps
+                cell = math.floor((float(pairs[4][-1]) + slack) * self.sample_fps)
+                self._next_time = (cell + 1) / self.sample_fps - slack
+            self._match(self._pending_n - self._pending_n % self.batch)
         idx = np.asarray(frame_indices) if frame_indices is not None else None
         t = np.asarray(times) if times is not None else None
         last_i = int(idx[-1]) if idx is not None else (self._last[1] + len(frames) if self._last else len(frames) - 1)
         last_t2 = float(t[-1]) if t is not None else last_i / self.fps
         self._last = (frames[-1].copy(), last_i, last_t2)
+
+    def _match(self, count: int) -> None:
+        """Match the first ``count`` pending pairs (whole batches unless flushing)."""
+        if count <= 0 or not self._pending:
+            return
+        xp = get_xp(self._pending[0][0])
+        cat = [xp.concatenate([p[0] for p in self._pending]), xp.concatenate([p[1] for p in self._pending])]
+        cat += [np.concatenate([p[k] for p in self._pending]) for k in range(2, 6)]
+        self._frame_samples.extend(_pair_samples(*(a[:count] for a in cat), self.source_size, **self.flow_kw,
+                                                 batch=self.batch))
+        rest = tuple(a[count:].copy() for a in cat)  # not views: they would pin the whole concatenation
+        self._pending_n = len(rest[2])
+        self._pending = [rest] if self._pending_n else []
 
     def score(self, start_frame: int | None = None, end_frame: int | None = None,
               method: str = "auto") -> MotionScore:
