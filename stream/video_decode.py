@@ -277,6 +277,69 @@ def iter_analysis_frames(
         container.close()
 
 
+_END = object()
+
+
+def read_ahead(chunks: Iterator[AnalysisFrames], depth: int = 1) -> Iterator[AnalysisFrames]:
+    """Run the generator ``chunks`` (e.g. :func:`iter_analysis_frames`) on a thread of its own,
+    at most ``depth`` chunks ahead of the consumer; yields the same chunks in the same order and
+    re-raises its exceptions (VideoDecodeError, the time limit) at the same point.
+
+    Without it the decoder stops whenever the consumer runs its kernels on a chunk: FFmpeg's
+    frame threads only work ahead by a few pictures. With it the kernels overlap the decode of
+    the next chunk, which matters when one video is left in flight (its kernels on one core,
+    the decoder's threads on the other). The generator is closed on the reading thread when the
+    consumer stops early (its ``finally`` closes the container), and this waits for that.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put((chunk, None)):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            put((_END, e))
+            return
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        put((_END, None))
+
+    thread = threading.Thread(target=produce, name="video-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is _END:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
 def concat_chunks(chunks: list[AnalysisFrames]) -> AnalysisFrames:
     """Join chunks of one video (in order) into one AnalysisFrames."""
     if not chunks:

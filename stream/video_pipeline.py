@@ -40,7 +40,7 @@ from .output import prepare_output
 from .progress import Progress
 from .schemas import CLIP_SCHEMA, IMAGE_SCORE_COLUMNS, Batch
 from .stats import RunStats
-from .video_decode import VideoDecodeError, iter_analysis_frames
+from .video_decode import VideoDecodeError, iter_analysis_frames, read_ahead
 from .video_probe import VideoInfo, VideoProbeError, probe
 from .video_sources import VideoInput, list_video_inputs
 from .writers.clip_model import ClipChunk, ClipRecord, VideoRecord
@@ -55,6 +55,11 @@ log = logging.getLogger(__name__)
 SUMMARY_NAME = "summary.json"
 SCORE_FPS = 1.0  # per-clip frame scores and plug-in frames: one frame a second is plenty
 MOTION_FPS = 2.0  # Curator samples motion at about 2 frames/s
+# Decoded frames per chunk. The decoder runs one chunk ahead of the kernels (read_ahead), so a
+# video holds up to three chunks: 3 x 128 frames keep a worker's frames at or below the 2 x 256
+# it held before read-ahead (~14 MB per chunk at 256x144), and the kernels of the last chunk,
+# which nothing overlaps, stay short.
+ANALYSIS_CHUNK = 128
 
 
 @dataclass
@@ -149,12 +154,14 @@ class AnalyzeStage(Stage):
         motion = MotionAccumulator(fps, mv_size=(info.width, info.height) if use_mvs else None,
                                    source_size=None if use_mvs else (info.display_width, info.display_height),
                                    sample_fps=MOTION_FPS)
-        for chunk in iter_analysis_frames(
+        chunks = iter_analysis_frames(
             task.input.path, info, short_side=cfg.analysis_short_side,
             sample_fps=None if scenes else MOTION_FPS, motion_pairs=not scenes and not use_mvs,
             motion_vectors=use_mvs, mv_sample_fps=MOTION_FPS, time_limit_s=cfg.video_time_limit_s,
             on_frame=on_frame, preview_fps=1.0 if cfg.previews else None, preview_height=240,
-        ):
+            chunk_size=ANALYSIS_CHUNK,
+        )
+        for chunk in read_ahead(chunks):
             if len(chunk.frame_indices) == 0:
                 continue
             if detector is not None:

@@ -15,6 +15,7 @@ from curastream.video_decode import (
     analysis_size,
     decode_for_analysis,
     iter_analysis_frames,
+    read_ahead,
 )
 from curastream.video_probe import VideoProbeError, probe
 
@@ -262,6 +263,46 @@ def test_frame_indices_follow_the_timeline_when_pictures_are_skipped():
     assert a.frames_decoded == len(a) == 68
     np.testing.assert_allclose(a.frame_indices / info.fps, a.times, atol=0.5 / info.fps)
     assert a.frame_indices[-1] < info.num_frames
+
+
+def test_read_ahead_yields_the_same_chunks(tmp_path):
+    r = videogen.render_cuts(tmp_path / "c.mp4", cut_times=(0.6,), seconds=1.2, size=(160, 120))
+    info = probe(r.path)
+    direct = list(iter_analysis_frames(r.path, info, chunk_size=7))
+    ahead = list(read_ahead(iter_analysis_frames(r.path, info, chunk_size=7)))
+    assert len(ahead) == len(direct) > 2
+    for a, b in zip(ahead, direct):
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_array_equal(a.frame_indices, b.frame_indices)
+        assert a.last == b.last
+
+
+def test_read_ahead_raises_the_decoders_error_in_the_consumer():
+    path = media_path("videos", "pyscenedetect_testvideo.mp4")
+    with pytest.raises(VideoDecodeTimeout, match="time limit"):
+        for _ in read_ahead(iter_analysis_frames(path, probe(path), time_limit_s=1e-6)):
+            pass
+
+
+def test_read_ahead_stops_and_closes_the_generator_when_the_consumer_stops():
+    import threading
+
+    closed = threading.Event()
+    produced = []
+
+    def chunks():
+        try:
+            for i in range(1000):
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    it = read_ahead(chunks(), depth=1)
+    assert next(it) == 0
+    it.close()
+    assert closed.is_set()  # close() waited for the reading thread to close the generator
+    assert len(produced) <= 3  # one handed out, one queued, one being made: no more read ahead
 
 
 def test_time_limit(tmp_path):
