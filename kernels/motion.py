@@ -310,11 +310,15 @@ def _downsample2(y):
     return (rows[:, :, 0::2] + rows[:, :, 1::2]) * y.dtype.type(0.25)
 
 
+@functools.lru_cache(maxsize=None)
 def _candidates(radius: int) -> np.ndarray:
-    """(K, 2) int32 (dy, dx) offsets in raster order: k = (dy + r) * (2r + 1) + (dx + r)."""
+    """(K, 2) int32 (dy, dx) offsets in raster order: k = (dy + r) * (2r + 1) + (dx + r).
+    Cached (read-only): block_flow asks for the same two radii a few times per frame pair."""
     d = np.arange(-radius, radius + 1)
     dy, dx = np.meshgrid(d, d, indexing="ij")
-    return np.stack([dy.ravel(), dx.ravel()], axis=1).astype(np.int32)
+    out = np.stack([dy.ravel(), dx.ravel()], axis=1).astype(np.int32)
+    out.flags.writeable = False
+    return out
 
 
 def sad_cost_volume(prev, cur, pred, block: int, radius: int):
@@ -368,12 +372,30 @@ def _padded_origins(img, disp, block: int, lo_margin: int, hi_margin: int):
     lo = max(0, lo_margin - dmin)
     hi_y = max(0, (nby - 1) * block + block + hi_margin + dmax - h)
     hi_x = max(0, (nbx - 1) * block + block + hi_margin + dmax - w)
-    padded = xp.pad(img, ((0, 0), (lo, hi_y), (lo, hi_x)), mode="edge")
+    padded = _edge_pad(img, lo, hi_y, lo, hi_x)
     hp, wp = padded.shape[1:]
     y0 = xp.arange(nby)[None, :, None] * block - lo_margin + lo + disp[..., 0]
     x0 = xp.arange(nbx)[None, None, :] * block - lo_margin + lo + disp[..., 1]
     base = (xp.arange(n)[:, None, None] * (hp * wp) + y0 * wp + x0).reshape(-1)
     return padded.reshape(-1), base, wp
+
+
+def _edge_pad(img, top: int, bottom: int, left: int, right: int):
+    """``pad(img, ((0, 0), (top, bottom), (left, right)), mode="edge")`` for (N, h, w), by
+    slice assignments: np.pad's generic path costs more than the copy at these sizes."""
+    xp = get_xp(img)
+    n, h, w = img.shape
+    out = xp.empty((n, top + h + bottom, left + w + right), dtype=img.dtype)
+    out[:, top:top + h, left:left + w] = img
+    if left:
+        out[:, top:top + h, :left] = img[:, :, :1]
+    if right:
+        out[:, top:top + h, left + w:] = img[:, :, -1:]
+    if top:
+        out[:, :top] = out[:, top:top + 1]
+    if bottom:
+        out[:, top + h:] = out[:, top + h - 1:top + h]
+    return out
 
 
 def _take_windows(flat, base, row: int, size: int):
