@@ -161,21 +161,27 @@ class AnalyzeStage(Stage):
             on_frame=on_frame, preview_fps=1.0 if cfg.previews else None, preview_height=240,
             chunk_size=ANALYSIS_CHUNK,
         )
-        for chunk in read_ahead(chunks):
-            if len(chunk.frame_indices) == 0:
-                continue
-            if detector is not None:
-                detector.update(frame_features(chunk.frames), chunk.frame_indices)
-            motion.add(chunk.frames, chunk.frame_indices, chunk.times, chunk.mv_samples)
-            for k, t in enumerate(chunk.times):
-                if t + 1e-9 >= score_next:
-                    score_next = t + 1.0 / SCORE_FPS
-                    task.score_frames.append((int(chunk.frame_indices[k]), chunk.frames[k].copy()))
-            for t, idx, rgb in getattr(chunk, "preview_frames", None) or ():
-                if t + 1e-9 >= preview_next:
-                    preview_next = t + 1.0
-                    task.preview_frames.append((int(idx), _jpeg(rgb)))
-            task.decode_errors = chunk.decode_errors
+        # Closed here, not when garbage collected: an exception stored with its traceback
+        # would otherwise keep the reading thread and the open container alive.
+        chunks = read_ahead(chunks)
+        try:
+            for chunk in chunks:
+                if len(chunk.frame_indices) == 0:
+                    continue
+                if detector is not None:
+                    detector.update(frame_features(chunk.frames), chunk.frame_indices)
+                motion.add(chunk.frames, chunk.frame_indices, chunk.times, chunk.mv_samples)
+                for k, t in enumerate(chunk.times):
+                    if t + 1e-9 >= score_next:
+                        score_next = t + 1.0 / SCORE_FPS
+                        task.score_frames.append((int(chunk.frame_indices[k]), chunk.frames[k].copy()))
+                for t, idx, rgb in getattr(chunk, "preview_frames", None) or ():
+                    if t + 1e-9 >= preview_next:
+                        preview_next = t + 1.0
+                        task.preview_frames.append((int(idx), _jpeg(rgb)))
+                task.decode_errors = chunk.decode_errors
+        finally:
+            chunks.close()
         task.motion = motion.mv_samples if use_mvs else motion.frame_samples
         if detector is not None:
             cuts = detector.finish()
