@@ -15,8 +15,8 @@ streaming pipeline keeps only the tiny per-sample patch sums of a whole video an
 frame span (a scene) at the end without keeping flow fields or frames:
 :class:`MotionAccumulator` does exactly that over the decoder's chunks.
 
-Cost on CPU: the frame method is ~4.5 ms per 256x144 pair (NumPy, one core), so at 2 pairs per
-second of video it adds roughly an eighth to the analysis decode of 720p H.264; use the
+Cost on CPU: the frame method is ~2 ms per 256x144 pair (NumPy, one core), so at 2 pairs per
+second of video it adds roughly a fifteenth to the analysis decode of 720p H.264; use the
 vectors where the codec has them (``MotionAccumulator.score(method="auto")``).
 
 Differences from Curator's motion-vector code, on purpose:
