@@ -310,7 +310,7 @@ def _downsample2(y):
     return (rows[:, :, 0::2] + rows[:, :, 1::2]) * y.dtype.type(0.25)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _candidates(radius: int) -> np.ndarray:
     """(K, 2) int32 (dy, dx) offsets in raster order: k = (dy + r) * (2r + 1) + (dx + r).
     Cached (read-only): block_flow asks for the same two radii a few times per frame pair."""
@@ -707,7 +707,7 @@ class MotionAccumulator:
         self.sample_fps = sample_fps
         self.curator_blocks = curator_blocks
         self.max_gap = max_gap
-        self.flow_kw = dict(block=block, radius=radius, levels=levels)
+        self.flow_kw = {"block": block, "radius": radius, "levels": levels}
         self.batch = max(1, int(batch))
         self.mv_samples: list[MotionSample] = []
         self._frame_samples: list[MotionSample] = []
