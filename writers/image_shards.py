@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow_columns import table
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,8 @@ class _OpenShard:
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT,
                                  copybufsize=TAR_COPY_BUFSIZE)
         self.rows = 0
-        # Parquet columns: rows of the current write_rows call, then Arrow per call. Building
-        # Arrow as batches arrive keeps the commit short (the first pa.array also pays pyarrow's
-        # one-off import of pandas, ~0.4 s, which at commit time ran with every core idle).
+        # Parquet columns: rows of the current write_rows call, then Arrow per call, so the
+        # commit at the end of a run (with every core idle) has little left to do.
         self.pending: list[dict[str, Any]] = []
         self.tables: list[pa.Table] = []
         self.nbytes = 0
@@ -197,20 +197,20 @@ class ImageShardWriter:
         return {k: row.get(k) for k in keep}
 
     def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
-        cols: dict[str, pa.Array] = {
-            "image_id": pa.array([r["key"] for r in rows], pa.string()),
-            "tar_file": pa.array([r["tar_file"] for r in rows], pa.string()),
-            "member_name": pa.array([r["member_name"] for r in rows], pa.string()),
-            "original_path": pa.array([r.get("original_path") for r in rows], pa.string()),
-            "metadata": pa.array(
-                [json.dumps(r.get("metadata_obj") or {}, sort_keys=True) for r in rows], pa.string()
-            ),
+        cols: dict[str, list] = {
+            "image_id": [r["key"] for r in rows],
+            "tar_file": [r["tar_file"] for r in rows],
+            "member_name": [r["member_name"] for r in rows],
+            "original_path": [r.get("original_path") for r in rows],
+            "metadata": [json.dumps(r.get("metadata_obj") or {}, sort_keys=True) for r in rows],
         }
+        fields = [pa.field(c, pa.string()) for c in CURATOR_COLUMNS]
         for f in self.columns_schema:
             if f.name in cols:
                 continue
-            cols[f.name] = pa.array([r.get(f.name) for r in rows], f.type)
-        return pa.table(cols)
+            cols[f.name] = [r.get(f.name) for r in rows]
+            fields.append(f)
+        return table(cols, pa.schema(fields))
 
     def _commit_shard(self) -> None:
         sh = self._shard

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow_columns import table
 from .storage import Storage
 
 REJECTS_NAME = "rejects.parquet"
@@ -34,7 +35,8 @@ def write_rejects(storage: Storage, rows: Iterable[dict[str, Any]]) -> int:
     unique = {_identity(r): r for r in rows}
     ordered = [unique[k] for k in sorted(unique)]
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(ordered, schema=REJECT_SCHEMA), buf, compression="zstd")
+    cols = {f.name: [r.get(f.name) for r in ordered] for f in REJECT_SCHEMA}
+    pq.write_table(table(cols, REJECT_SCHEMA), buf, compression="zstd")
     storage.write_atomic(REJECTS_NAME, buf.getvalue(), rows=len(ordered))
     return len(ordered)
 
