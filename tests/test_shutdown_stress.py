@@ -360,9 +360,12 @@ def _sigint_trial(cmd: list[str], out: Path, delay: float) -> tuple[int, float, 
 def test_cli_sigint_exits_130_quickly_and_cleanly(tmp_path):
     from curastream.samples import make_sample_videos
 
-    img_src = _images_dir(tmp_path / "imgs", n=60)
+    # Inputs sized so a run lasts ~1-2 s after its output appears: the signal comes 0-0.8 s after
+    # that, and with runs of 0.3-0.4 s (60 images, 5 videos) most signals came after the end.
+    img_src = _images_dir(tmp_path / "imgs", n=300)
     vid_src = tmp_path / "vids"
-    make_sample_videos(vid_src)
+    for k in range(4):
+        make_sample_videos(vid_src / f"copy{k}")
     py = [sys.executable, "-m", "curastream.cli"]
     cases = [("images", py + ["images", str(img_src), "--output", str(tmp_path / "out"), "--images-per-tar", "3",
                               "--batch-size", "2", "--min-resolution", "0", "--no-progress"])] * 8
