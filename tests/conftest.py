@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,15 @@ def media_dir() -> Path:
     if not MEDIA.is_dir():
         pytest.skip("shared media folder absent")
     return MEDIA
+
+
+def report(config, *lines: str) -> None:
+    """Write past pytest's output capture, so a suite's summary figures show in every run's log."""
+    tr = config.pluginmanager.getplugin("terminalreporter")
+    cap = config.pluginmanager.getplugin("capturemanager")
+    with cap.global_and_fixture_disabled() if cap is not None else contextlib.nullcontext():
+        for line in lines:
+            if tr is not None:
+                tr.write_line(line)
+            else:  # pragma: no cover
+                print(line)

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import MEDIA
+from conftest import MEDIA, report
 
 SEED = int(os.environ.get("CURASTREAM_CRASH_SEED", "6"))
 IMAGE_TRIALS = int(os.environ.get("CURASTREAM_CRASH_IMAGE_TRIALS", "12"))
@@ -54,21 +54,7 @@ def _print_summary(request):
     lines = ["", f"crash-resume summary (seed {SEED}):"]
     for name, d in list(SUMMARY.items()) + [("total", tot)]:
         lines.append(f"  {name:7s} " + ", ".join(f"{k}={v}" for k, v in d.items()))
-    _report(request.config, lines)
-
-
-def _report(config, lines: list[str]) -> None:
-    """Write past pytest's output capture, so the figures show in every run's log."""
-    import contextlib
-
-    tr = config.pluginmanager.getplugin("terminalreporter")
-    cap = config.pluginmanager.getplugin("capturemanager")
-    with cap.global_and_fixture_disabled() if cap is not None else contextlib.nullcontext():
-        for line in lines:
-            if tr is not None:
-                tr.write_line(line)
-            else:  # pragma: no cover
-                print(line)
+    report(request.config, *lines)
 
 
 # -- the CLI in a subprocess ----------------------------------------------------------------------
@@ -213,14 +199,9 @@ def _make_images(d: Path, n: int = 60) -> list[str]:
     return keys + ["broken", "junk"]
 
 
-@pytest.fixture(scope="module")
-def image_case(tmp_path_factory):
-    base = tmp_path_factory.mktemp("crash_images")
-    keys = _make_images(base / "src")
-    out = base / "out"
-    cmd = _cmd("images", str(base / "src"), "--output", str(out), "--images-per-tar", "7", "--batch-size", "4",
-               "--no-progress")
-    # an uninterrupted run into the same path (tar_file holds that path), timed for the kill moments
+def _reference_run(cmd: list[str], out: Path, ref: Path) -> dict:
+    """Run ``cmd`` uninterrupted, move its output to ``ref``, and time it: ``t_total`` from start,
+    ``t_active`` from its first output file (the window in which kills land mid-run)."""
     errf = tempfile.TemporaryFile()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, env=_env())
     t0 = time.monotonic()
@@ -232,11 +213,20 @@ def image_case(tmp_path_factory):
     t_total = time.monotonic() - t0
     err = _read(errf)
     assert p.returncode == 0, err
-    t_active = t_total - ((t_first or t0 + t_total) - t0)
-    ref = base / "ref"
     out.rename(ref)
-    return {"keys": keys, "cmd": cmd, "out": out, "ref": ref, "t_total": t_total,
-            "t_active": max(t_active, 0.3)}
+    t_active = t_total - ((t_first or t0 + t_total) - t0)
+    return {"ref": ref, "t_total": t_total, "t_active": max(t_active, 0.3)}
+
+
+@pytest.fixture(scope="module")
+def image_case(tmp_path_factory):
+    base = tmp_path_factory.mktemp("crash_images")
+    keys = _make_images(base / "src")
+    out = base / "out"
+    cmd = _cmd("images", str(base / "src"), "--output", str(out), "--images-per-tar", "7", "--batch-size", "4",
+               "--no-progress")
+    # an uninterrupted run into the same path (tar_file holds that path), timed for the kill moments
+    return {"keys": keys, "cmd": cmd, "out": out, **_reference_run(cmd, out, base / "ref")}
 
 
 def _image_keys(out: Path) -> tuple[list[str], list[str]]:
@@ -297,22 +287,7 @@ def video_case(tmp_path_factory):
                 names.append(name)
     out = base / "out"
     cmd = _cmd("videos", str(src), "--output", str(out), "--split", "fixed", "--clip-len", "1", "--no-progress")
-    t0 = time.monotonic()
-    errf = tempfile.TemporaryFile()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, env=_env())
-    t_first = None
-    while p.poll() is None:
-        if t_first is None and _has_output(out):
-            t_first = time.monotonic()
-        time.sleep(0.005)
-    t_total = time.monotonic() - t0
-    err = _read(errf)
-    assert p.returncode == 0, err
-    ref = base / "ref"
-    out.rename(ref)
-    t_active = t_total - ((t_first or t0 + t_total) - t0)
-    return {"names": sorted(names), "src": src, "cmd": cmd, "out": out, "ref": ref, "t_total": t_total,
-            "t_active": max(t_active, 0.3)}
+    return {"names": sorted(names), "src": src, "cmd": cmd, "out": out, **_reference_run(cmd, out, base / "ref")}
 
 
 def _video_state(out: Path, src: Path) -> tuple[set[str], set[str], list[str]]:

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import MEDIA
+from conftest import MEDIA, report
 from curastream import ImageFilters, ImageRunConfig, VideoRunConfig, run_images
 from curastream.video_pipeline import run_videos
 
@@ -45,12 +45,8 @@ HYPO = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.fun
 @pytest.fixture(scope="module", autouse=True)
 def _print_figures(request):
     yield
-    tr = request.config.pluginmanager.getplugin("terminalreporter")
-    cap = request.config.pluginmanager.getplugin("capturemanager")
-    if tr is not None and cap is not None:
-        with cap.global_and_fixture_disabled():
-            tr.write_line(f"\nhostile-input summary: {FIGURES['bad_inputs']} bad inputs tried in "
-                          f"{FIGURES['runs']} runs, 0 crashes, 0 hangs")
+    report(request.config, f"\nhostile-input summary: {FIGURES['bad_inputs']} bad inputs tried in "
+                           f"{FIGURES['runs']} runs, 0 crashes, 0 hangs")
 
 
 # -- generated media ------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ pytest.importorskip("moto.server")
 import s3fs  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
+from conftest import report  # noqa: E402
 from curastream import ImageFilters, ImageRunConfig, VideoRunConfig, run_images  # noqa: E402
 from curastream.video_pipeline import run_videos  # noqa: E402
 
@@ -98,11 +99,7 @@ def s3(request):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    tr = request.config.pluginmanager.getplugin("terminalreporter")
-    cap = request.config.pluginmanager.getplugin("capturemanager")
-    if tr is not None and cap is not None:
-        with cap.global_and_fixture_disabled():
-            tr.write_line("\ns3 summary: " + ", ".join(f"{k}={v}" for k, v in FIGURES.items()))
+    report(request.config, "\ns3 summary: " + ", ".join(f"{k}={v}" for k, v in FIGURES.items()))
 
 
 def _cli_env(srv: S3Server, max_attempts: int | None = None) -> dict[str, str]:

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import report
 from curastream import ImageFilters, ImageRunConfig, VideoRunConfig, run_images
 from curastream.engine import FunctionStage, Pipeline
 from curastream.writers.sink import Sink
@@ -43,12 +44,8 @@ FIGURES = {"engine_runs": 0, "engine_stops": 0, "engine_errors": 0, "pipeline_st
 @pytest.fixture(scope="module", autouse=True)
 def _print_figures(request):
     yield
-    tr = request.config.pluginmanager.getplugin("terminalreporter")
-    cap = request.config.pluginmanager.getplugin("capturemanager")
-    if tr is not None and cap is not None:
-        with cap.global_and_fixture_disabled():
-            tr.write_line("\nshutdown-stress summary: " + ", ".join(
-                f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in FIGURES.items()))
+    report(request.config, "\nshutdown-stress summary: " + ", ".join(
+        f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in FIGURES.items()))
 
 
 def _rss_kb() -> int:
