@@ -225,6 +225,58 @@ def test_photo_scores_are_plausible():
     assert s["entropy"][0] > 6 and s["contrast"][0] > 20 and s["colorfulness"][0] > 30
 
 
+def _reference_scores(rgb: np.ndarray, y: np.ndarray) -> dict:
+    """The xp reference functions, which score_batch's fused OpenCV path must reproduce."""
+    return {"sharpness": sc.sharpness(y), **sc.exposure(y), "contrast": sc.contrast(y),
+            "colorfulness": sc.colorfulness(rgb), "entropy": sc.entropy(y)}
+
+
+def _assert_fused_matches_reference(rgb: np.ndarray, y: np.ndarray | None = None) -> None:
+    y = sc.luma(rgb) if y is None else y
+    fused, ref = sc.score_batch(rgb, y), _reference_scores(rgb, y)
+    for name in sc.SCORE_NAMES:
+        assert fused[name].dtype == np.float32, name
+        np.testing.assert_allclose(fused[name], ref[name], rtol=2e-6, atol=1e-6, err_msg=name)
+
+
+def test_fused_scores_match_the_reference_on_photos():
+    photos = [_analysis(_read_rgb(name)) for name in PHOTOS]
+    _assert_fused_matches_reference(np.stack(photos))
+
+
+def test_fused_scores_match_the_reference_on_synthetic_batches():
+    rng = np.random.default_rng(11)
+    noise = rng.integers(0, 256, (4, 33, 47, 3), dtype=np.uint8)
+    noise[1] = 200  # flat
+    noise[2, ::2] = 0  # stripes: extreme Laplacian
+    noise[3] = np.clip(noise[3], 10, 20)  # mostly dark, all around the threshold
+    _assert_fused_matches_reference(noise)
+    _assert_fused_matches_reference(np.zeros((1, 3, 3, 3), np.uint8))  # smallest with an interior
+    # Non-contiguous views (a crop of a bigger batch) must read the right pixels.
+    big = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    _assert_fused_matches_reference(big[:, 5:50, 7:60])
+
+
+def test_fused_exposure_thresholds_are_inclusive():
+    # Luma exactly at the thresholds counts, the float32 neighbours outside do not.
+    below = lambda v: np.nextafter(np.float32(v), np.float32(-1))
+    above = lambda v: np.nextafter(np.float32(v), np.float32(300))
+    row = np.array([sc.DARK, above(sc.DARK), below(sc.BRIGHT), sc.BRIGHT, 128, 0], np.float32)
+    y = np.tile(row, (1, 6, 1))
+    s = sc.score_batch(np.zeros((1, 6, 6, 3), np.uint8), y)
+    assert s["frac_dark"][0] == pytest.approx(2 / 6)  # DARK and 0
+    assert s["frac_bright"][0] == pytest.approx(1 / 6)  # BRIGHT only
+    _assert_fused_matches_reference(np.zeros((1, 6, 6, 3), np.uint8), y)
+
+
+def test_fused_scores_reject_a_luma_of_the_wrong_shape():
+    rgb = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError):
+        sc.score_batch(rgb, np.zeros((2, 8, 9), np.float32))
+    with pytest.raises(ValueError):
+        sc.score_batch(np.zeros((1, 2, 8, 3), np.uint8))  # no interior for the Laplacian
+
+
 # ---------------------------------------------------------------- pHash building blocks
 
 
