@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-from .native_threads import single_threaded_blas
+from .native_threads import single_threaded_native
 from .queues import BoundedQueue, EndOfStream, Stopped
 from .stats import RunStats, StageStats
 from .writers.sink import Sink
@@ -341,7 +341,7 @@ class Pipeline:
         """Run to the end; returns stats, or raises the first stage exception."""
         if self.sink is None:
             raise PipelineError("run() needs a sink; iterate the pipeline to stream results")
-        with single_threaded_blas():
+        with single_threaded_native():
             return self._run()
 
     def _run(self) -> RunStats:
@@ -367,7 +367,7 @@ class Pipeline:
         """Streaming form: run without a sink and yield what the last stage emits."""
         if self.sink is not None:
             raise PipelineError("a pipeline with a sink is run with run(), not iterated")
-        with single_threaded_blas():
+        with single_threaded_native():
             yield from self._iterate()
 
     def _iterate(self) -> Iterator[Any]:

@@ -149,6 +149,20 @@ def test_blas_runs_single_threaded_during_a_run_and_is_restored_after():
     assert _blas_threads() == before
 
 
+def test_opencv_runs_single_threaded_during_a_run_and_is_restored_after():
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        seen = []
+        Pipeline(range(3), [FunctionStage(lambda x: seen.append(cv2.getNumThreads()) or x)], sink=ListSink()).run()
+        assert seen == [1, 1, 1]
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_large_atomic_file_is_synced_as_it_grows_and_hashes_right(tmp_path, monkeypatch):
     from curastream.writers import storage as storage_mod
 
