@@ -20,6 +20,7 @@ from PIL import Image
 from conftest import MEDIA
 from curastream import ImageFilters, ImageRunConfig, run_images, stream_images
 from curastream.output import OutputExistsError
+from curastream.writers.image_shards import _tarinfo, member_header
 
 CURATOR_COLS = ["image_id", "tar_file", "member_name", "original_path", "metadata"]
 SCORE_COLS = ["sharpness", "mean_luma", "frac_dark", "frac_bright", "contrast", "colorfulness", "entropy"]
@@ -91,6 +92,30 @@ def test_tar_members_follow_spec(media_run):
     # packed full across batches: only the last shard may be short
     assert all(c == 8 for c in counts[:-1]) and 0 < counts[-1] <= 8
     assert [int(p.stem.rsplit("-", 1)[1]) for p in shards] == list(range(len(shards)))
+
+
+def _tarfile_copy(tar_path: Path) -> bytes:
+    """The same members rewritten by tarfile itself, as the writer once did."""
+    buf = io.BytesIO()
+    with tarfile.open(tar_path) as src, tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as dst:
+        for m in src.getmembers():
+            dst.addfile(_tarinfo(m.name, m.size), io.BytesIO(src.extractfile(m).read()))
+    return buf.getvalue()
+
+
+def test_shards_are_byte_identical_to_what_tarfile_writes(media_run):
+    out, _ = media_run
+    for tar_path in _shards(out):
+        assert tar_path.read_bytes() == _tarfile_copy(tar_path), tar_path.name
+
+
+@pytest.mark.parametrize("name", ["a.jpg", "x" * 96 + ".jpg", "x" * 97 + ".jpg", "caf\u00e9.jpg",
+                                  "k\udcff.jpg", "dir/sub/name.json", ""])
+def test_member_header_is_tarfiles(name):
+    # The fast path (ASCII, <= 100 bytes) and the PAX-record fallback both match tarfile.
+    for size in (0, 1, 511, 512, 513, 8**11 - 1, 8**11):
+        ref = _tarinfo(name, size).tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        assert member_header(name, size) == ref, (name, size)
 
 
 def test_parquet_has_curator_and_typed_columns(media_run):
