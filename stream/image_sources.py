@@ -945,8 +945,11 @@ def read_batches(
     storage_options: dict | None = None,
     skip_keys: set[str] | frozenset[str] = frozenset(),
     parquet_image_column: str | None = None,
+    tail: int = 0,
 ) -> Iterator[list[LoadedImage]]:
-    """Yield the inputs' bytes in input order, in lists of up to ``batch_size``.
+    """Yield the inputs' bytes in input order, in lists of up to ``batch_size``; the last
+    ``tail`` inputs come in lists of a quarter of that, so that a stage with several workers
+    keeps them all busy to the end instead of one worker finishing the last big batch alone.
 
     A failure to read one input becomes a :class:`LoadedImage` with ``error`` set and the
     stream goes on. Inputs whose key is in ``skip_keys`` are not read (resume). Each tar or
@@ -988,10 +991,13 @@ def read_batches(
                         yield LoadedImage(inp, None, {}, f"unknown input kind {inp.kind!r}")
             n = end
 
+    small = max(1, batch_size // 4)
     batch: list[LoadedImage] = []
+    left = len(todo)
     for item in items():
         batch.append(item)
-        if len(batch) >= batch_size:
+        if len(batch) >= (batch_size if left > tail else small):
+            left -= len(batch)
             yield batch
             batch = []
     if batch:

@@ -395,6 +395,19 @@ def test_read_errors_and_skip_keys(tmp_path):
         next(read_batches(ins, batch_size=0))
 
 
+def test_the_last_inputs_come_in_quarter_batches(tmp_path):
+    d = tmp_path / "tail"
+    for i in range(21):
+        _write(d / f"t{i:02d}.png")
+    ins = list_image_inputs([str(d)])
+    sizes = lambda **kw: [len(b) for b in read_batches(ins, batch_size=8, **kw)]
+    assert sizes() == [8, 8, 5]
+    assert sizes(tail=8) == [8, 8, 2, 2, 1]  # full batches while more than 8 are left
+    assert sizes(tail=100) == [2] * 10 + [1]
+    keys = [x.input.key for b in read_batches(ins, batch_size=8, tail=8) for x in b]
+    assert keys == _keys(ins)
+
+
 def test_mixed_sources_keep_containers_contiguous(tmp_path):
     d = tmp_path / "mix"
     _write(d / "m.png")
