@@ -46,6 +46,8 @@ try:
 except ImportError:  # pragma: no cover - opencv-python-headless is installed with the project
     cv2 = None
 
+from .kernels.area_resize import area_resize
+
 __all__ = [
     "ANALYSIS_SIZE",
     "DEFAULT_MAX_PIXELS",
@@ -468,11 +470,15 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _resize(arr: np.ndarray, size: int) -> np.ndarray:
-    """Squash to size x size. INTER_AREA is true area averaging when shrinking: no aliasing to
-    inflate sharpness scores, unlike INTER_LINEAR (5-8x faster but samples only 2x2 taps).
-    Measured on this machine Pillow's BOX filter costs the same; OpenCV avoids a PIL round-trip."""
-    if arr.shape[0] == size and arr.shape[1] == size:
+    """Squash to size x size. Shrinking is a true area average (kernels/area_resize: the exact
+    mean of the covered source area, 2-3x faster than OpenCV's INTER_AREA, which computes the
+    same means in float): no aliasing to inflate sharpness scores, unlike INTER_LINEAR, which
+    samples only 2x2 taps. An axis that must grow (images under 256 px) is interpolated."""
+    h, w = arr.shape[:2]
+    if h == size and w == size:
         return arr
+    if h >= size and w >= size:
+        return area_resize(arr, size, size)
     if cv2 is not None:
         return cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
     return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BOX))

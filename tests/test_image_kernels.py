@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import media_path
+from curastream.kernels import area_resize as ar
 from curastream.kernels import image_scores as sc
 from curastream.kernels.phash import (
     NearDuplicateIndex,
@@ -275,6 +276,76 @@ def test_fused_scores_reject_a_luma_of_the_wrong_shape():
         sc.score_batch(rgb, np.zeros((2, 8, 9), np.float32))
     with pytest.raises(ValueError):
         sc.score_batch(np.zeros((1, 2, 8, 3), np.uint8))  # no interior for the Laplacian
+
+
+# ---------------------------------------------------------------- area resize
+
+
+def _exact_area_mean(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Independent reference with Python fractions: the mean of the covered area, half up."""
+    from fractions import Fraction
+
+    h, w, c = img.shape
+    out = np.zeros((out_h, out_w, c), np.uint8)
+    for i in range(out_h):
+        for j in range(out_w):
+            y0, y1 = Fraction(i * h, out_h), Fraction((i + 1) * h, out_h)
+            x0, x1 = Fraction(j * w, out_w), Fraction((j + 1) * w, out_w)
+            acc = [Fraction(0)] * c
+            for y in range(int(y0), min(h, -int(-y1 // 1))):
+                wy = min(y1, y + 1) - max(y0, y)
+                for x in range(int(x0), min(w, -int(-x1 // 1))):
+                    wxy = wy * (min(x1, x + 1) - max(x0, x))
+                    for ch in range(c):
+                        acc[ch] += wxy * int(img[y, x, ch])
+            for ch in range(c):
+                mean = acc[ch] / ((y1 - y0) * (x1 - x0))
+                out[i, j, ch] = int(mean + Fraction(1, 2))  # floor(mean + 1/2): halves up
+    return out
+
+
+def test_c_area_kernel_is_built():
+    # setup.py builds it with optional=True, so a failed compile would only show up as a slow run.
+    assert ar.HAVE_C_KERNEL, "kernels/area_resize.c was not compiled into curastream.kernels._area_resize"
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), c=st.integers(1, 4), data=st.data())
+def test_area_resize_is_the_exact_area_mean(h, w, c, data):
+    oh, ow = data.draw(st.integers(1, h)), data.draw(st.integers(1, w))
+    img = np.random.default_rng(h * 1000 + w * 10 + c).integers(0, 256, (h, w, c), dtype=np.uint8)
+    want = _exact_area_mean(img, oh, ow)
+    np.testing.assert_array_equal(ar.area_resize_reference(img, oh, ow), want)
+    np.testing.assert_array_equal(ar.area_resize(img, oh, ow), want)
+
+
+@pytest.mark.parametrize("shape", [(400, 640, 3), (1411, 1411, 3), (301, 257, 3), (256, 999, 1), (5000, 300, 3)])
+def test_area_resize_kernel_matches_reference_on_large_images(shape):
+    img = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    np.testing.assert_array_equal(ar.area_resize(img, 256, 256), ar.area_resize_reference(img, 256, 256))
+
+
+def test_area_resize_matches_opencv_but_rounds_halves_up():
+    photo = _read_rgb("mate_Storm.jpg")  # 1920x1280: factors 7.5 x 5
+    ours = ar.area_resize(photo, 256, 256).astype(int)
+    cv = cv2.resize(photo, (256, 256), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(ours - cv).max() <= 1 and (ours != cv).mean() < 1e-3
+    two = np.array([[[0], [1]]], np.uint8)  # mean 0.5
+    assert ar.area_resize(two, 1, 1)[0, 0, 0] == 1
+    assert ar.area_resize(two[..., 0], 1, 1)[0, 0] == 1  # 2-D in, 2-D out
+
+
+def test_area_resize_rejects_enlarging_and_other_dtypes():
+    with pytest.raises(ValueError):
+        ar.area_resize(np.zeros((10, 10, 3), np.uint8), 11, 5)
+    with pytest.raises(ValueError):
+        ar.area_resize(np.zeros((10, 10, 3), np.float32), 5, 5)
+
+
+def test_area_resize_reads_non_contiguous_views():
+    img = np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    view = img[::-1, 5:70]
+    np.testing.assert_array_equal(ar.area_resize(view, 20, 30), ar.area_resize_reference(np.ascontiguousarray(view), 20, 30))
 
 
 # ---------------------------------------------------------------- pHash building blocks

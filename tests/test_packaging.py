@@ -23,11 +23,14 @@ def test_wheel_holds_one_package_and_imports_outside_the_tree(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         z.extractall(tmp_path / "site")
-    assert {n.split("/")[0] for n in names} == {"curastream", wheel.name.split("-py")[0] + ".dist-info"}
+    name, version = wheel.name.split("-")[:2]
+    assert {n.split("/")[0] for n in names} == {"curastream", f"{name}-{version}.dist-info"}
     assert "curastream/kernels/cuda/laplacian_stats.cu" in names
+    assert any(n.startswith("curastream/kernels/_area_resize.") and n.endswith(".so") for n in names), names
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import curastream, curastream.kernels.image_scores as k, "
-            "curastream.writers.clip_writer, curastream.cli; "
+            "curastream.kernels.area_resize as ar, curastream.writers.clip_writer, curastream.cli; "
             "assert curastream.__file__.startswith(sys.argv[1]), curastream.__file__; "
+            "assert ar._area_resize.__file__.startswith(sys.argv[1]), ar._area_resize; "
             "assert k.laplacian_source_path().exists(); print(curastream.__version__)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)
