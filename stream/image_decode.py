@@ -54,6 +54,8 @@ __all__ = [
     "DECODERS",
     "ImageDecodeError",
     "ImageProbe",
+    "JpegStructure",
+    "check_jpeg",
     "decode_for_analysis",
     "decode_full_rgb",
     "encode_jpeg",
@@ -337,6 +339,22 @@ def _first_scan_components(data: bytes, sos: int) -> int:
     return data[sos + 4] if sos + 4 < len(data) else 0
 
 
+@dataclass(frozen=True)
+class JpegStructure:
+    """What one walk over a JPEG's markers found: its header, and where its first image ends."""
+
+    header: _JpegHeader
+    end: int  # offset just past the first EOI
+
+
+def check_jpeg(data: bytes) -> JpegStructure:
+    """Header and scan structure of a JPEG, checked: raises ``ImageDecodeError`` ("truncated",
+    "corrupt") when scans are missing. Hand the result to ``decode_for_analysis`` and
+    ``needs_reencode`` so that neither walks the file again."""
+    hdr = _parse_jpeg_header(data)
+    return JpegStructure(hdr, _check_jpeg_complete(data, hdr, exact_eoi=True))
+
+
 # --------------------------------------------------------------------------- probing
 
 
@@ -590,13 +608,15 @@ def _is_jpeg(probe: ImageProbe) -> bool:
 
 
 def decode_for_analysis(
-    data: bytes, probe: ImageProbe, size: int = ANALYSIS_SIZE, decoder: str = "auto"
+    data: bytes, probe: ImageProbe, size: int = ANALYSIS_SIZE, decoder: str = "auto",
+    jpeg: JpegStructure | None = None,
 ) -> np.ndarray:
     """(size, size, 3) uint8 RGB, upright, squashed (aspect ratio not kept).
 
     decoder: "auto"/"turbo" = simplejpeg DCT-scaled decode for JPEG (Pillow for other formats),
     "pillow" = Pillow everywhere (draft() scaling for JPEG; the baseline), "dali" = DALI CPU
     pipeline (one image at a time here; use ``dali_decode.dali_decode_batch`` for throughput).
+    ``jpeg``: ``check_jpeg(data)`` when the caller already has it.
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -605,7 +625,8 @@ def decode_for_analysis(
 
         return dali_decode.decode_one(data, size=size)
     if _is_jpeg(probe):
-        _check_jpeg_complete(data, _parse_jpeg_header(data))
+        if jpeg is None:
+            _check_jpeg_complete(data, _parse_jpeg_header(data))
         arr = None
         if decoder != "pillow":
             arr = _turbo_decode(data, min_side=_turbo_min_side(probe, size))
@@ -645,10 +666,11 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
     )
 
 
-def needs_reencode(probe: ImageProbe, data: bytes) -> str | None:
+def needs_reencode(probe: ImageProbe, data: bytes, jpeg: JpegStructure | None = None) -> str | None:
     """None when ``data`` may be written unchanged (an 8-bit 3-component YCbCr baseline or
     progressive Huffman JPEG, single frame, nothing before SOI or after EOI); otherwise why not.
-    EXIF orientation is no reason: SPEC section 1 allows passing it through."""
+    EXIF orientation is no reason: SPEC section 1 allows passing it through. ``jpeg``:
+    ``check_jpeg(data)`` when the caller already has it."""
     if probe.format == "MPO" or (probe.format == "JPEG" and probe.n_frames > 1):
         return "mpo"
     if probe.format != "JPEG":
@@ -656,10 +678,10 @@ def needs_reencode(probe: ImageProbe, data: bytes) -> str | None:
     if not data.startswith(b"\xff\xd8"):
         return "junk_before_soi"
     try:
-        hdr = _parse_jpeg_header(data)
-        eoi_end = _check_jpeg_complete(data, hdr, exact_eoi=True)
+        jpeg = jpeg or check_jpeg(data)
     except ImageDecodeError as e:
         return e.reason  # "corrupt"/"truncated": callers should not have got this far
+    hdr, eoi_end = jpeg.header, jpeg.end
     if hdr.precision != 8:
         return f"{hdr.precision}bit"
     ncomp = len(hdr.component_ids)

@@ -24,6 +24,7 @@ from .image_decode import (
     ANALYSIS_SIZE,
     DEFAULT_MAX_PIXELS,
     ImageDecodeError,
+    check_jpeg,
     decode_for_analysis,
     decode_full_rgb,
     encode_jpeg,
@@ -158,12 +159,14 @@ class DecodeStage(Stage):
             for i, p in probes.items():
                 data = b.columns["data"][i]
                 try:
-                    pixels[i] = decode_for_analysis(data, p, size=ANALYSIS_SIZE, decoder=self.decoder)
+                    # One walk over the JPEG's markers serves the decode and the pass-through check.
+                    jpeg = check_jpeg(data) if p.format in ("JPEG", "MPO") else None
+                    pixels[i] = decode_for_analysis(data, p, size=ANALYSIS_SIZE, decoder=self.decoder, jpeg=jpeg)
                 except ImageDecodeError as e:
                     _reject(b, i, "decode", f"{e.reason}: {e}")
                     continue
                 if self.check_passthrough:
-                    reencode[i] = needs_reencode(p, data)
+                    reencode[i] = needs_reencode(p, data, jpeg=jpeg)
         b.sidecar["probe"] = [probes.get(i) for i in range(b.num_rows)]
         b.sidecar["analysis"] = pixels
         if self.check_passthrough:

@@ -19,6 +19,7 @@ from conftest import MEDIA, media_path
 from curastream.image_decode import (
     ANALYSIS_SIZE,
     ImageDecodeError,
+    check_jpeg,
     decode_for_analysis,
     decode_full_rgb,
     encode_jpeg,
@@ -363,6 +364,26 @@ def test_truncated_jpeg_at_random_offsets(name):
         with pytest.raises(ImageDecodeError) as ei:
             decode_for_analysis(patched, probe)
         assert ei.value.reason in {"truncated", "corrupt"}
+
+
+@pytest.mark.parametrize("name", _listing("images"))
+def test_a_shared_jpeg_check_changes_nothing(name):
+    data = _read("images", name)
+    probe = probe_image(data)
+    if probe.format not in ("JPEG", "MPO"):
+        return
+    jpeg = check_jpeg(data)
+    assert data[jpeg.end - 2 : jpeg.end] == b"\xff\xd9"
+    np.testing.assert_array_equal(decode_for_analysis(data, probe, jpeg=jpeg), decode_for_analysis(data, probe))
+    assert needs_reencode(probe, data, jpeg=jpeg) == needs_reencode(probe, data)
+
+
+def test_check_jpeg_finds_the_first_image_and_refuses_missing_scans():
+    data = _read("images", "mate_GreenMeadow.jpg")  # progressive
+    assert check_jpeg(data + b"\xff\xd8junk\xff\xd9").end == check_jpeg(data).end == len(data)
+    with pytest.raises(ImageDecodeError) as ei:
+        check_jpeg(data[: len(data) // 2] + b"\xff\xd9")
+    assert ei.value.reason in {"truncated", "corrupt"}
 
 
 def test_sniff_format_uses_magic_not_extension():
