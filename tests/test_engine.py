@@ -168,7 +168,7 @@ def test_large_atomic_file_is_synced_as_it_grows_and_hashes_right(tmp_path, monk
 
     synced = []
     monkeypatch.setattr(storage_mod, "SYNC_EVERY_BYTES", 1 << 20)
-    monkeypatch.setattr(storage_mod, "_fdatasync", lambda fd: synced.append(os.fstat(fd).st_size))
+    monkeypatch.setattr(storage_mod, "_start_write_back", lambda fd: synced.append(os.fstat(fd).st_size))
     st = Storage(str(tmp_path / "out"))
     chunk = os.urandom(256 << 10)
     with st.open_atomic("big.bin") as f:
@@ -178,6 +178,25 @@ def test_large_atomic_file_is_synced_as_it_grows_and_hashes_right(tmp_path, monk
     data = (tmp_path / "out" / "big.bin").read_bytes()
     assert data == chunk * 12
     assert st.committed()[0].sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_write_back_starts_without_waiting_and_falls_back_to_fdatasync(tmp_path, monkeypatch):
+    from curastream.writers import storage as storage_mod
+
+    if storage_mod._SYNC_FILE_RANGE is None:
+        pytest.skip("not Linux: every step is an fdatasync")
+    path = tmp_path / "f.bin"
+    with open(path, "wb") as f:
+        f.write(b"x" * (1 << 20))
+        f.flush()
+        assert storage_mod._SYNC_FILE_RANGE(f.fileno(), 0, 0, storage_mod._SYNC_FILE_RANGE_WRITE) == 0
+        synced = []
+        monkeypatch.setattr(storage_mod, "_fdatasync", synced.append)
+        storage_mod._start_write_back(f.fileno())
+        assert synced == []  # sync_file_range took it
+        monkeypatch.setattr(storage_mod, "_SYNC_FILE_RANGE", lambda *a: -1)
+        storage_mod._start_write_back(f.fileno())
+        assert synced == [f.fileno()]  # a refusal falls back to the waiting sync
 
 
 def test_backpressure_slow_sink_bounds_memory_and_producer_waits():

@@ -13,10 +13,12 @@ Every commit is recorded (path, bytes, sha256, rows) so the run's ``index.json``
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import io
 import os
 import posixpath
+import sys
 import threading
 import uuid
 from dataclasses import asdict, dataclass
@@ -58,11 +60,11 @@ class _HashingWriter(io.RawIOBase):
         self.sha.update(mv)
         self.nbytes += len(mv)
         if self._sync_every is not None and self.nbytes - self._synced_at >= self._sync_every:
-            # The commit must fsync the whole file; flushing as it grows moves that disk wait
-            # from the end of the run (0.36 s for a 300 MB shard, with every core idle) to
+            # The commit must fsync the whole file; writing it back as it grows moves that disk
+            # wait from the end of the run (0.36 s for a 300 MB shard, with every core idle) to
             # while the decoders still have work.
             self._raw.flush()
-            _fdatasync(self._raw.fileno())
+            _start_write_back(self._raw.fileno())
             self._synced_at = self.nbytes
         return len(mv)
 
@@ -70,8 +72,37 @@ class _HashingWriter(io.RawIOBase):
         return self.nbytes
 
 
-SYNC_EVERY_BYTES = 32 << 20
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+
+def _sync_file_range():
+    """Linux's sync_file_range(2), which Python's os module lacks, or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # start writing back the dirty pages, do not wait for them
+
+
+def _start_write_back(fd: int) -> None:
+    # fdatasync made the writer wait for the disk at every step (0.3-0.4 s per 600 photos, on
+    # the sink thread, and the run ~6% slower); starting the write-back is enough to spread the
+    # disk work over the run, and the commit's fsync still waits for all of it.
+    if _SYNC_FILE_RANGE is None or _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
+        _fdatasync(fd)
+
+
+# Linux starts write-back without waiting, so often; elsewhere each step is an fdatasync.
+SYNC_EVERY_BYTES = (8 << 20) if _SYNC_FILE_RANGE is not None else (32 << 20)
 
 
 def is_temp_name(name: str) -> bool:
