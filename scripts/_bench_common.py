@@ -313,6 +313,10 @@ def repeat_fresh(name, make_cmd, outs: Outs, n: int, **kw) -> Row:
         row = repeat(name, make_cmd(out), 1, first=i + 1, **kw)
         shutil.rmtree(out, ignore_errors=True)
         Path(out + ".stats.json").unlink(missing_ok=True)
+        # Flush this run's dirty pages and the deletion before the next run starts: otherwise
+        # the next contender pays for them (kernel write-back on its cores, and ext4 "discard"
+        # of the freed blocks inside its first fsync: 0.2-0.5 s seen per fsync).
+        os.sync()
         runs += row.runs
         if not row.runs[-1].ok:
             break
