@@ -166,9 +166,18 @@ def test_opencv_runs_single_threaded_during_a_run_and_is_restored_after():
 def test_large_atomic_file_is_synced_as_it_grows_and_hashes_right(tmp_path, monkeypatch):
     from curastream.writers import storage as storage_mod
 
+    import concurrent.futures
+
     synced = []
+
+    def record(fd):
+        synced.append(os.fstat(fd).st_size)
+        done = concurrent.futures.Future()
+        done.set_result(None)
+        return done
+
     monkeypatch.setattr(storage_mod, "SYNC_EVERY_BYTES", 1 << 20)
-    monkeypatch.setattr(storage_mod, "_start_write_back", lambda fd: synced.append(os.fstat(fd).st_size))
+    monkeypatch.setattr(storage_mod, "_sync_in_background", record)
     st = Storage(str(tmp_path / "out"))
     chunk = os.urandom(256 << 10)
     with st.open_atomic("big.bin") as f:
@@ -180,23 +189,23 @@ def test_large_atomic_file_is_synced_as_it_grows_and_hashes_right(tmp_path, monk
     assert st.committed()[0].sha256 == hashlib.sha256(data).hexdigest()
 
 
-def test_write_back_starts_without_waiting_and_falls_back_to_fdatasync(tmp_path, monkeypatch):
+def test_background_sync_outlives_the_writers_descriptor(tmp_path, monkeypatch):
     from curastream.writers import storage as storage_mod
 
-    if storage_mod._SYNC_FILE_RANGE is None:
-        pytest.skip("not Linux: every step is an fdatasync")
+    synced = []
+    real = storage_mod._fdatasync
+    monkeypatch.setattr(storage_mod, "_fdatasync", lambda fd: synced.append(os.fstat(fd).st_size) or real(fd))
     path = tmp_path / "f.bin"
-    with open(path, "wb") as f:
-        f.write(b"x" * (1 << 20))
-        f.flush()
-        assert storage_mod._SYNC_FILE_RANGE(f.fileno(), 0, 0, storage_mod._SYNC_FILE_RANGE_WRITE) == 0
-        synced = []
-        monkeypatch.setattr(storage_mod, "_fdatasync", synced.append)
-        storage_mod._start_write_back(f.fileno())
-        assert synced == []  # sync_file_range took it
-        monkeypatch.setattr(storage_mod, "_SYNC_FILE_RANGE", lambda *a: -1)
-        storage_mod._start_write_back(f.fileno())
-        assert synced == [f.fileno()]  # a refusal falls back to the waiting sync
+    f = open(path, "wb")
+    f.write(b"x" * 1000)
+    f.flush()
+    gate = storage_mod._sync_in_background(f.fileno())
+    f.close()  # the writer may finish (and its descriptor be reused) before the sync runs
+    gate.result(timeout=30)
+    assert synced and synced[-1] == 1000
+    fd = os.open(path, os.O_RDONLY)
+    storage_mod._sync_in_background(fd).result(timeout=30)
+    os.close(fd)  # the caller's descriptor stays the caller's: closing it is not an error
 
 
 def test_backpressure_slow_sink_bounds_memory_and_producer_waits():
