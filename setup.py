@@ -1,7 +1,8 @@
-"""Only the C kernel lives here; everything else about the package is in pyproject.toml.
+"""Only the C extensions live here; everything else about the package is in pyproject.toml.
 
-optional=True: a machine without a C compiler still installs, and kernels/area_resize.py then
-uses its NumPy version of the same arithmetic (identical pixels, slower).
+optional=True: a machine without a C compiler still installs, and the Python fallbacks take
+over with identical results, slower (kernels/area_resize.py: the same arithmetic in NumPy;
+stream/image_decode.py: regular expressions for the JPEG marker search).
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,12 @@ setup(
             sources=["kernels/area_resize.c"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "curastream._jpeg_markers",
+            sources=["stream/jpeg_markers.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )
