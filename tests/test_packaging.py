@@ -26,7 +26,8 @@ def test_wheel_holds_one_package_and_imports_outside_the_tree(tmp_path):
     name, version = wheel.name.split("-")[:2]
     assert {n.split("/")[0] for n in names} == {"curastream", f"{name}-{version}.dist-info"}
     assert "curastream/kernels/cuda/laplacian_stats.cu" in names
-    assert any(n.startswith("curastream/kernels/_area_resize.") and n.endswith(".so") for n in names), names
+    for ext in ("curastream/kernels/_area_resize.", "curastream/_jpeg_markers."):
+        assert any(n.startswith(ext) and n.endswith(".so") for n in names), (ext, names)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import curastream, curastream.kernels.image_scores as k, "
             "curastream.kernels.area_resize as ar, curastream.writers.clip_writer, curastream.cli; "
             "assert curastream.__file__.startswith(sys.argv[1]), curastream.__file__; "
