@@ -196,7 +196,7 @@ def _score_batch_cv2(rgb: np.ndarray, y: np.ndarray) -> dict:
     n, h, w, _ = rgb.shape
     if y.shape != (n, h, w):
         raise ValueError(f"luma batch {y.shape} does not match the RGB batch {rgb.shape}")
-    # mean_y, std_y, std_laplacian, n_dark, n_bright, mean_rg, mean_yb2, std_rg, std_yb2
+    # mean_y, std_y, std_laplacian, n_dark, n_bright, then the sums of rg, yb2, rg^2 and yb2^2
     acc = np.empty((n, 9), np.float64)
     counts = np.empty((n, 256), np.float64)
     for i in range(n):
@@ -208,16 +208,23 @@ def _score_batch_cv2(rgb: np.ndarray, y: np.ndarray) -> dict:
         n_bright = cv2.countNonZero(cv2.threshold(yi, _BRIGHT_BELOW, 1, cv2.THRESH_BINARY)[1])
         # convertScaleAbs rounds half to even and saturates, like the reference's clip(rint(y)).
         counts[i] = cv2.calcHist([cv2.convertScaleAbs(yi)], [0], None, [256], [0, 256]).ravel()
-        # rg and 2*yb as exact int16 planes, as in colorfulness().
-        r, g, b = cv2.split(np.ascontiguousarray(rgb[i]))
-        rg = cv2.subtract(r, g, dtype=cv2.CV_16S)
-        yb2 = cv2.subtract(cv2.add(r, g, dtype=cv2.CV_16S), cv2.add(b, b, dtype=cv2.CV_16S), dtype=cv2.CV_16S)
-        cm, csd = cv2.meanStdDev(cv2.merge([rg, yb2]))
-        acc[i] = (m[0, 0], sd[0, 0], lsd[0, 0], n_dark, n_bright, cm[0, 0], cm[1, 0], csd[0, 0], csd[1, 0])
+        # Colourfulness from exact integer sums, without building the rg and yb planes:
+        # sum rg^2 = |R-G|^2, and with yb2 = (R-B) + (G-B), sum yb2^2 = 2|R-B|^2 + 2|G-B|^2 - |R-G|^2.
+        px = np.ascontiguousarray(rgb[i])
+        r, g, b = cv2.split(px)
+        rg2 = cv2.norm(r, g, cv2.NORM_L2SQR)
+        yb2_2 = 2.0 * cv2.norm(r, b, cv2.NORM_L2SQR) + 2.0 * cv2.norm(g, b, cv2.NORM_L2SQR) - rg2
+        sr, sg, sb, _ = cv2.sumElems(px)
+        acc[i] = (m[0, 0], sd[0, 0], lsd[0, 0], n_dark, n_bright, sr - sg, sr + sg - 2.0 * sb, rg2, yb2_2)
     p = counts / float(h * w)
     ent = -(p * np.log2(np.where(p > 0, p, 1.0))).sum(axis=1)
-    sigma = np.sqrt(acc[:, 7] ** 2 + (0.5 * acc[:, 8]) ** 2)
-    mu = np.sqrt(acc[:, 5] ** 2 + (0.5 * acc[:, 6]) ** 2)
+    n_px = float(h * w)
+    rg_mean, yb_mean = acc[:, 5] / n_px, 0.5 * acc[:, 6] / n_px
+    # Clamp: E[x^2] - E[x]^2 rounds a hair below zero for a flat plane (as in _moments_int).
+    rg_var = np.maximum(acc[:, 7] / n_px - rg_mean * rg_mean, 0.0)
+    yb_var = np.maximum(0.25 * acc[:, 8] / n_px - yb_mean * yb_mean, 0.0)
+    sigma = np.sqrt(rg_var + yb_var)
+    mu = np.sqrt(rg_mean * rg_mean + yb_mean * yb_mean)
     scores = {
         "sharpness": acc[:, 2] ** 2,
         "mean_luma": acc[:, 0],
