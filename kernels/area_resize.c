@@ -11,8 +11,8 @@
  * Output column j covers source columns [j*W/OW, (j+1)*W/OW). Scaled by OW, the bounds are the
  * integers j*W and (j+1)*W, and source column x covers [x*OW, (x+1)*OW): every overlap is an
  * integer weight <= OW, the weights of one output sum to W, and those of a 2-D output pixel to
- * W*H. Exactness needs 255*H < 2**24 (vertical sums in float32) and W*H <= 2**30 (the rounding
- * below); the caller checks both. Downscaling only (OH <= H and OW <= W).
+ * W*H. Exactness needs W*H <= 2**30 for the rounding below (the caller checks; our pixel limit
+ * is far lower). Downscaling only (OH <= H and OW <= W).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -82,7 +82,7 @@ static void row_any(const double *col, const int *first, const double *wx, int t
         }
 }
 
-int area_resize(const uint8_t *src, int h, int w, int c, uint8_t *dst, int oh, int ow)
+static int area_resize(const uint8_t *src, int h, int w, int c, uint8_t *dst, int oh, int ow)
 {
     int tx = w / ow + 2, ty = h / oh + 2;
     size_t in_row = (size_t)w * c, out_row = (size_t)ow * c;
@@ -91,9 +91,11 @@ int area_resize(const uint8_t *src, int h, int w, int c, uint8_t *dst, int oh, i
     uint32_t *wy = calloc((size_t)oh * ty, sizeof(uint32_t));
     int *first = malloc(sizeof(int) * ow);
     double *wxd = calloc((size_t)ow * tx, sizeof(double));
-    /* One output row's worth of source rows summed vertically, exact in float32 (integers up to
-     * 255 * H < 2**24). Vertical first: that loop runs over whole contiguous rows and
-     * vectorises, and the horizontal taps then run on OH rows instead of H. */
+    /* One output row's worth of source rows summed vertically: integers up to 255 * H, exact in
+     * float32 below 2**24 (the fast path), else summed in double. Vertical first: that loop runs
+     * over whole contiguous rows and vectorises, and the horizontal taps then run on OH rows
+     * instead of H. */
+    int in_float = 255 * (int64_t)h < (1 << 24);
     float *col = malloc(sizeof(float) * in_row);
     double *cold = malloc(sizeof(double) * in_row);
     int ok = sx && sy && wx && wy && first && wxd && col && cold;
@@ -120,17 +122,29 @@ int area_resize(const uint8_t *src, int h, int w, int c, uint8_t *dst, int oh, i
         for (int i = 0; i < oh; i++) {
             const uint32_t *wi = wy + (size_t)i * ty;
             const uint8_t *s = src + (size_t)sy[i].first * in_row;
-            float w0 = (float)wi[0];
-            for (size_t q = 0; q < in_row; q++)
-                col[q] = w0 * (float)s[q];
-            for (int k = 1; k < sy[i].count; k++) {
-                float wk = (float)wi[k];
-                s += in_row;
+            if (in_float) {
+                float w0 = (float)wi[0];
                 for (size_t q = 0; q < in_row; q++)
-                    col[q] += wk * (float)s[q];
+                    col[q] = w0 * (float)s[q];
+                for (int k = 1; k < sy[i].count; k++) {
+                    float wk = (float)wi[k];
+                    s += in_row;
+                    for (size_t q = 0; q < in_row; q++)
+                        col[q] += wk * (float)s[q];
+                }
+                for (size_t q = 0; q < in_row; q++)
+                    cold[q] = (double)col[q];
+            } else {
+                double w0 = (double)wi[0];
+                for (size_t q = 0; q < in_row; q++)
+                    cold[q] = w0 * (double)s[q];
+                for (int k = 1; k < sy[i].count; k++) {
+                    double wk = (double)wi[k];
+                    s += in_row;
+                    for (size_t q = 0; q < in_row; q++)
+                        cold[q] += wk * (double)s[q];
+                }
             }
-            for (size_t q = 0; q < in_row; q++)
-                cold[q] = (double)col[q];
             uint8_t *d = dst + (size_t)i * out_row;
             if (c == 3) {
                 switch (taps) {  /* constant taps: unrolled */
@@ -164,10 +178,8 @@ static PyObject *py_area_resize(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*iiiw*ii", &src, &h, &w, &c, &dst, &oh, &ow))
         return NULL;
     PyObject *result = NULL;
-    if (h < 1 || w < 1 || c < 1 || oh < 1 || ow < 1 || oh > h || ow > w || 255 * (int64_t)h >= (1 << 24)
-        || (int64_t)h * w > (1 << 30)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "area_resize: needs 1 <= out <= in on both axes, 255 * h < 2**24, h * w <= 2**30");
+    if (h < 1 || w < 1 || c < 1 || oh < 1 || ow < 1 || oh > h || ow > w || (int64_t)h * w > (1 << 30)) {
+        PyErr_SetString(PyExc_ValueError, "area_resize: needs 1 <= out <= in on both axes, h * w <= 2**30");
     } else if (src.len != (Py_ssize_t)h * w * c || dst.len != (Py_ssize_t)oh * ow * c) {
         PyErr_SetString(PyExc_ValueError, "area_resize: buffer sizes do not match the shapes");
     } else {

@@ -51,9 +51,9 @@ def area_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """(H, W, C) or (H, W) uint8 -> (out_h, out_w[, C]) uint8, with out_h <= H and out_w <= W."""
     squeeze = img.ndim == 2
     h, w, c = _check(img[..., None] if squeeze else img, out_h, out_w)
-    # The kernel's float sums are exact below these sizes (see area_resize.c); beyond them,
-    # which only very thin or huge images reach, the reference gives the same pixels.
-    if _area_resize is None or 255 * h >= 1 << 24 or h * w > 1 << 30:
+    # The kernel's rounding is exact up to 2**30 pixels (see area_resize.c), far above any
+    # image the pipeline accepts; beyond that the reference gives the same pixels.
+    if _area_resize is None or h * w > 1 << 30:
         out = area_resize_reference(img[..., None] if squeeze else img, out_h, out_w)
     else:
         out = np.empty((out_h, out_w, c), np.uint8)

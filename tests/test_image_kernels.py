@@ -319,7 +319,8 @@ def test_area_resize_is_the_exact_area_mean(h, w, c, data):
     np.testing.assert_array_equal(ar.area_resize(img, oh, ow), want)
 
 
-@pytest.mark.parametrize("shape", [(400, 640, 3), (1411, 1411, 3), (301, 257, 3), (256, 999, 1), (5000, 300, 3)])
+@pytest.mark.parametrize("shape", [(400, 640, 3), (1411, 1411, 3), (301, 257, 3), (256, 999, 1), (5000, 300, 3),
+                                   (70000, 260, 1)])  # tall: vertical sums past float32's exact range
 def test_area_resize_kernel_matches_reference_on_large_images(shape):
     img = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
     np.testing.assert_array_equal(ar.area_resize(img, 256, 256), ar.area_resize_reference(img, 256, 256))
