@@ -18,7 +18,7 @@ try:
 except ImportError:  # pragma: no cover - the extension is optional at install time
     _area_resize = None
 
-__all__ = ["area_resize", "area_resize_reference", "HAVE_C_KERNEL"]
+__all__ = ["HAVE_C_KERNEL", "area_resize", "area_resize_reference"]
 
 HAVE_C_KERNEL = _area_resize is not None
 
@@ -37,7 +37,7 @@ def area_weights(n_in: int, n_out: int) -> np.ndarray:
 def area_resize_reference(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """NumPy version of the C kernel. Integer sums are exact in float64 below 2**53, far above
     255 * H * W for any image we accept."""
-    h, w, c = _check(img, out_h, out_w)
+    h, w, _ = _check(img, out_h, out_w)
     ay = area_weights(h, out_h).astype(np.float64)
     ax = area_weights(w, out_w).astype(np.float64)
     planes = img.astype(np.float64).transpose(2, 0, 1)  # (c, h, w)
