@@ -305,19 +305,37 @@ class Outs:
         return str(p)
 
 
+def _fresh_run(name, make_cmd, outs: Outs, first: int, **kw) -> Row:
+    """One run in a fresh output dir, deleted afterwards (disk stays small)."""
+    out = outs(name.split()[0])
+    row = repeat(name, make_cmd(out), 1, first=first, **kw)
+    shutil.rmtree(out, ignore_errors=True)
+    Path(out + ".stats.json").unlink(missing_ok=True)
+    # Flush this run's dirty pages and the deletion before the next run starts: otherwise the
+    # next contender pays for them (kernel write-back on its cores, and ext4 "discard" of the
+    # freed blocks inside its first fsync: 0.2-0.5 s seen per fsync).
+    os.sync()
+    return row
+
+
 def repeat_fresh(name, make_cmd, outs: Outs, n: int, **kw) -> Row:
     """Like repeat(), but each run gets a fresh output dir (deleted afterwards: disk stays small)."""
     runs = []
     for i in range(n):
-        out = outs(name.split()[0])
-        row = repeat(name, make_cmd(out), 1, first=i + 1, **kw)
-        shutil.rmtree(out, ignore_errors=True)
-        Path(out + ".stats.json").unlink(missing_ok=True)
-        # Flush this run's dirty pages and the deletion before the next run starts: otherwise
-        # the next contender pays for them (kernel write-back on its cores, and ext4 "discard"
-        # of the freed blocks inside its first fsync: 0.2-0.5 s seen per fsync).
-        os.sync()
-        runs += row.runs
-        if not row.runs[-1].ok:
+        runs += _fresh_run(name, make_cmd, outs, i + 1, **kw).runs
+        if not runs[-1].ok:
             break
     return Row(name, runs, unit=kw.get("unit", "items"))
+
+
+def repeat_fresh_interleaved(specs: dict[str, tuple[str, Any, dict]], outs: Outs, n: int) -> dict[str, Row]:
+    """repeat_fresh for several contenders taking turns (run 1 of each, then run 2 of each...):
+    this VM changes speed by ~30% over minutes, and in blocks that drift lands on whichever
+    contender ran in the slow minutes. ``specs``: key -> (name, make_cmd, repeat kwargs)."""
+    runs: dict[str, list] = {key: [] for key in specs}
+    for i in range(n):
+        for key, (name, make_cmd, kw) in specs.items():
+            if runs[key] and not runs[key][-1].ok:
+                continue  # a contender that fails once will fail again
+            runs[key] += _fresh_run(name, make_cmd, outs, i + 1, **kw).runs
+    return {key: Row(name, runs[key], unit=kw.get("unit", "items")) for key, (name, _, kw) in specs.items()}

@@ -11,7 +11,7 @@ members, because Curator's reader only reads WebDataset tars (and decodes whole 
 runs with near-duplicate removal off here (``dedup=False``; pHash is still computed) - otherwise
 it would drop copies 2..N and write less than the others.
 
-Contenders, each in its own process, ``--repeat`` times (median reported):
+Contenders, each in its own process, ``--repeat`` times, taking turns (median reported):
   curator   NeMo Curator 1.4: ImageReaderStage (DALI, CPU decode, full size) -> ImageWriterStage
             (Pillow re-encode q92, tar + Parquet), run by scripts/_curator_driver.py with the
             Curator venv's python. Stages are called in-process (no Ray) unless --curator-executor
@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_common import (  # noqa: E402
     Outs,
-    repeat_fresh,
+    repeat_fresh_interleaved,
     MEDIA,
     ROOT,
     Row,
@@ -312,7 +312,9 @@ def main() -> int:
     targs = [str(t) for t in tars]
     rows: dict[str, Row] = {}
 
-    # curator
+    # All contenders take turns (run 1 of each, then run 2 of each, ...), so the VM's drift in
+    # speed over minutes does not land on one of them.
+    specs: dict[str, tuple] = {}
     if "curator" not in skip:
         cp = args.curator_python
         if not cp or not Path(cp).exists():
@@ -321,20 +323,21 @@ def main() -> int:
                                           "see this script's docstring to install it)")
         else:
             drv = str(ROOT / "scripts" / "_curator_driver.py")
-            rows["curator"] = repeat_fresh(
+            specs["curator"] = (
                 f"NeMo Curator 1.4 (DALI CPU reader -> ImageWriterStage, {args.curator_executor})",
                 lambda out: [cp, drv, "images", "--tars", *targs, "--out", out, "--executor", args.curator_executor],
-                outs, args.repeat, unit="images", timeout=1800)
+                {"unit": "images", "timeout": 1800})
     if "baseline" not in skip:
-        rows["baseline"] = repeat_fresh("baseline: Pillow loop q92 + tarfile + pyarrow", lambda out: self_cmd(
-            SCRIPT, "_child", "baseline", "--tars", *targs, "--out", out), outs, args.repeat, unit="images")
+        specs["baseline"] = ("baseline: Pillow loop q92 + tarfile + pyarrow", lambda out: self_cmd(
+            SCRIPT, "_child", "baseline", "--tars", *targs, "--out", out), {"unit": "images"})
     if "limit" not in skip:
-        rows["limit"] = repeat_fresh("limit: simplejpeg scaled decode >=256 (2 thr) + byte copy to tars",
-                                     lambda out: self_cmd(SCRIPT, "_child", "limit", "--tars", *targs, "--out", out),
-                                     outs, args.repeat, unit="images")
+        specs["limit"] = ("limit: simplejpeg scaled decode >=256 (2 thr) + byte copy to tars",
+                          lambda out: self_cmd(SCRIPT, "_child", "limit", "--tars", *targs, "--out", out),
+                          {"unit": "images"})
     if "ours" not in skip:
-        rows["ours"] = repeat_fresh("curastream (CPU, dedup off)", lambda out: self_cmd(
-            SCRIPT, "_child", "ours", "--tars", *targs, "--out", out), outs, args.repeat, unit="images")
+        specs["ours"] = ("curastream (CPU, dedup off)", lambda out: self_cmd(
+            SCRIPT, "_child", "ours", "--tars", *targs, "--out", out), {"unit": "images"})
+    rows.update(repeat_fresh_interleaved(specs, outs, args.repeat))
 
     order = [rows[k] for k in ("curator", "baseline", "limit", "ours") if k in rows]
     print("\n## Throughput (median of runs; items/s spread in brackets)\n")
