@@ -126,6 +126,12 @@ class AnalyzeStage(Stage):
         except VideoProbeError as e:
             task.reject = ("probe", str(e))
             return task
+        except Exception as e:  # noqa: BLE001 - PyAV raises assorted types on malformed files
+            # One odd file must not end the run (a 2%-long MP4 once gave an AttributeError
+            # from inside PyAV's objects); the reason names the type so it can be chased.
+            log.warning("probing %s failed unexpectedly", printable(task.input.path), exc_info=True)
+            task.reject = ("probe", f"unreadable ({type(e).__name__}: {e})")
+            return task
         try:
             self._analyze(task)
         except VideoDecodeError as e:

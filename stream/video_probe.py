@@ -253,6 +253,8 @@ def probe(path_or_file) -> VideoInfo:
         if fmt == "image2" or fmt.endswith("_pipe"):
             raise VideoProbeError(f"a still image ({fmt}), not a video", name)
         cc = stream.codec_context
+        if cc is None:  # PyAV gives no decoder context when the codec parameters never arrived
+            raise VideoProbeError("the video stream has no codec parameters (file cut short?)", name)
         width, height = int(cc.width or 0), int(cc.height or 0)
         codec = _canonical(cc)
         tb = stream.time_base

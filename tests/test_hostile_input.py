@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -454,6 +454,9 @@ def _test_videos() -> dict[str, Path]:
 
 @settings(max_examples=15, **HYPO)
 @given(cut=st.floats(0.0, 1.0, exclude_max=True))
+# Cuts that once ended the whole run: PyAV gave the stream no codec context (AttributeError).
+@example(cut=0.0198)
+@example(cut=0.0239)
 def test_truncated_video_property(cut):
     vids = _test_videos()
     with tempfile.TemporaryDirectory() as d:
