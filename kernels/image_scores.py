@@ -5,7 +5,7 @@ The xp code is the reference; on CuPy the same code runs, except `sharpness`, wh
 the hand-written CUDA kernel in ``cuda/laplacian_stats.cu`` to avoid materialising the
 Laplacian image. On NumPy, ``luma`` and ``score_batch`` take a fused per-image OpenCV path
 (``_score_batch_cv2``): the reference's many whole-batch passes with float64 temporaries cost
-2.1 ms per 256x256 image, the fused path 0.6 ms, and the image pipeline is CPU-bound.
+2.1 ms per 256x256 image, the fused path 0.35-0.5 ms, and the image pipeline is CPU-bound.
 Tests hold it to the reference.
 """
 
