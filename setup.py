@@ -2,7 +2,7 @@
 
 optional=True: a machine without a C compiler still installs, and the Python fallbacks take
 over with identical results, slower (kernels/area_resize.py: the same arithmetic in NumPy;
-stream/image_decode.py: regular expressions for the JPEG marker search).
+stream/images/decode.py: regular expressions for the JPEG marker search).
 """
 
 from setuptools import Extension, setup
@@ -16,8 +16,8 @@ setup(
             optional=True,
         ),
         Extension(
-            "curastream._jpeg_markers",
-            sources=["stream/jpeg_markers.c"],
+            "curastream.images._jpeg_markers",
+            sources=["stream/images/jpeg_markers.c"],
             extra_compile_args=["-O3"],
             optional=True,
         ),

@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curastream.image_decode import ANALYSIS_SIZE, decode_for_analysis, probe_image  # noqa: E402
+from curastream.images.decode import ANALYSIS_SIZE, decode_for_analysis, probe_image  # noqa: E402
 
 JPEG_EXT = {".jpg", ".jpeg"}
 
@@ -83,7 +83,7 @@ def time_pool(fn, datas: list[bytes], threads: int, seconds: float) -> tuple[flo
 
 
 def time_dali(datas: list[bytes], threads: int, seconds: float) -> tuple[float, float]:
-    from curastream.dali_decode import dali_decode_batch, make_decode_pipeline
+    from curastream.images.dali import dali_decode_batch, make_decode_pipeline
 
     pipe = make_decode_pipeline(batch_size=len(datas), num_threads=threads)
 
@@ -137,7 +137,7 @@ def main() -> int:
         cells = _cells([time_pool(fn, datas, t, args.seconds) for t in threads])
         print(f"| {name} | {out} | {cells} |", flush=True)
     if not args.no_dali:
-        from curastream.dali_decode import dali_available
+        from curastream.images.dali import dali_available
 
         if dali_available():
             cells = _cells([time_dali(datas, t, args.seconds) for t in threads])

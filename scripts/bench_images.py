@@ -217,7 +217,7 @@ def child_limit(tars: list[str], out: str, threads: int) -> None:
 
 def _decode_and_score(data: bytes):
 
-    from curastream.image_decode import decode_for_analysis, probe_image
+    from curastream.images.decode import decode_for_analysis, probe_image
     from curastream.kernels.image_scores import score_batch
 
     px = decode_for_analysis(data, probe_image(data))

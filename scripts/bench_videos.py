@@ -75,7 +75,7 @@ PRESET, CRF = "veryfast", 23
 
 
 def pick_videos(media: Path, tmp: Path, all_codecs: bool) -> tuple[list[Path], str]:
-    from curastream.video_probe import VideoProbeError, probe
+    from curastream.videos.probe import VideoProbeError, probe
 
     d = media / "videos"
     picked = []
@@ -153,8 +153,8 @@ def child_limit(src: str, short_side: int) -> None:
     import av
     from av.video.reformatter import VideoReformatter
 
-    from curastream.video_decode import analysis_size
-    from curastream.video_probe import probe
+    from curastream.videos.decode import analysis_size
+    from curastream.videos.probe import probe
 
     # swscale on one thread, as ours: PyAV >= 17 threads it per core by default, and for a 144p
     # output that is slower here, wall and CPU (all 9 videos, 3 runs each, interleaved: 2.49-2.66
@@ -202,7 +202,7 @@ def child_encode(src: str, out: str, clip_len: float, min_len: float, naive: boo
     they are. baseline (naive=True): PyAV defaults, RGB ndarray round trip, as users write it."""
     import av
 
-    from curastream.video_probe import probe
+    from curastream.videos.probe import probe
 
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
@@ -310,7 +310,7 @@ def main() -> int:
     files, what = pick_videos(Path(args.media), tmp, args.all_codecs)
     src = str(link_inputs(files, tmp / "in"))
     mb = sum(f.stat().st_size for f in files) / 1e6
-    from curastream.video_probe import probe
+    from curastream.videos.probe import probe
 
     infos = [probe(str(f)) for f in files]
     dur = sum(i.duration for i in infos)

@@ -11,11 +11,11 @@ _LAZY = {
     "ImageRunConfig": "config",
     "ImageFilters": "config",
     "VideoRunConfig": "config",
-    "run_images": "image_pipeline",
-    "stream_images": "image_pipeline",
-    "run_videos": "video_pipeline",
-    "stream_videos": "video_pipeline",
-    "resolve_device": "device",
+    "run_images": "images.pipeline",
+    "stream_images": "images.pipeline",
+    "run_videos": "videos.pipeline",
+    "stream_videos": "videos.pipeline",
+    "resolve_device": "engine.device",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from . import __version__
-from .config import ImageFilters, ImageRunConfig
-from .output import ON_EXISTING
+from curastream import __version__
+from curastream.config import ImageFilters, ImageRunConfig
+from curastream.engine.output import ON_EXISTING
 
 log = logging.getLogger("curastream")
 
@@ -45,8 +45,8 @@ def _is_storage_error(e: BaseException) -> bool:
 
 def _run(fn, cfg, kept: str):
     """Run ``fn(cfg)``; every way it can end maps to one exit code and at most one line."""
-    from .device import DeviceError
-    from .output import OutputExistsError
+    from curastream.engine.device import DeviceError
+    from curastream.engine.output import OutputExistsError
 
     try:
         return fn(cfg)
@@ -209,7 +209,7 @@ def videos(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
            max_duration_s, clip_subdirs, max_workers, video_time_limit_s):
     """Split videos from SOURCES into clips with motion scores, filters and previews, written in
     the ClipWriterStage layout (clips/, metas/v0/, processed_videos/, ...)."""
-    from .config import VideoRunConfig
+    from curastream.config import VideoRunConfig
 
     cfg = VideoRunConfig(
         sources=list(sources), output=output, input_path=input_path, split=split, clip_len_s=clip_len_s,
@@ -227,13 +227,13 @@ def videos(ctx, sources, output, device, on_existing, emit_ipc, emit_ipc_bytes, 
 
 
 def _run_images(cfg):
-    from .image_pipeline import run_images
+    from curastream.images.pipeline import run_images
 
     return run_images(cfg)
 
 
 def _run_videos(cfg):
-    from .video_pipeline import run_videos
+    from curastream.videos.pipeline import run_videos
 
     return run_videos(cfg)
 
@@ -246,7 +246,7 @@ def demo(ctx, output, videos):
     """Make built-in sample data (real photos, rendered pans and cuts) and curate it."""
     import os
 
-    from .demo import run_demo
+    from curastream.demo import run_demo
 
     for line in run_demo(os.path.abspath(output), videos=videos, verbose=ctx.obj["verbose"] > 0):
         click.echo(line)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .output import ON_EXISTING
+from curastream.engine.output import ON_EXISTING
 
 
 @dataclass

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from .config import ImageRunConfig
-from .samples import make_sample_images, make_sample_videos
+from curastream.config import ImageRunConfig
+from curastream.samples import make_sample_images, make_sample_videos
 
 
 def run_demo(out: str, videos: bool = True, verbose: bool = False) -> Iterator[str]:
-    from .image_pipeline import run_images
+    from curastream.images.pipeline import run_images
 
     samples = os.path.join(out, "samples")
     imgs = make_sample_images(os.path.join(samples, "images"))
@@ -21,8 +21,8 @@ def run_demo(out: str, videos: bool = True, verbose: bool = False) -> Iterator[s
     yield from stats.summary_lines()
     yield f"image shards: {cfg.output}"
     if videos:
-        from .config import VideoRunConfig
-        from .video_pipeline import run_videos
+        from curastream.config import VideoRunConfig
+        from curastream.videos.pipeline import run_videos
 
         vids = make_sample_videos(os.path.join(samples, "videos"))
         yield f"made {len(vids)} sample videos in {os.path.join(samples, 'videos')}"

@@ -15,7 +15,7 @@ import pytest
 from conftest import media_path
 from PIL import Image
 
-from curastream.clip_media import (
+from curastream.videos.clip_media import (
     ClipEncoder,
     ClipMedia,
     SpanError,

@@ -21,7 +21,7 @@ import pytest
 
 from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord, chunk_uuid, span_uuid
 from curastream.writers.clip_writer import ClipWriter, relative_video_path
-from curastream.writers.storage import Storage
+from curastream.engine.storage import Storage
 
 FPS = 10.0
 N_FRAMES = 10

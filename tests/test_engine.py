@@ -13,13 +13,13 @@ import time
 import pyarrow as pa
 import pytest
 
-from curastream.device import DeviceError, resolve_device, array_module
-from curastream.engine import FunctionStage, Pipeline, PipelineError, Stage
-from curastream.queues import BoundedQueue, EndOfStream, Stopped
-from curastream.schemas import IMAGE_SCHEMA
-from curastream.writers.run_index import write_run_index
-from curastream.writers.sink import Sink
-from curastream.writers.storage import Storage
+from curastream.engine.device import DeviceError, resolve_device, array_module
+from curastream.engine.pipeline import FunctionStage, Pipeline, PipelineError, Stage
+from curastream.engine.queues import BoundedQueue, EndOfStream, Stopped
+from curastream.engine.schemas import IMAGE_SCHEMA
+from curastream.engine.run_index import write_run_index
+from curastream.engine.sink import Sink
+from curastream.engine.storage import Storage
 
 
 class Blob:
@@ -164,7 +164,7 @@ def test_opencv_runs_single_threaded_during_a_run_and_is_restored_after():
 
 
 def test_large_atomic_file_is_synced_as_it_grows_and_hashes_right(tmp_path, monkeypatch):
-    from curastream.writers import storage as storage_mod
+    from curastream.engine import storage as storage_mod
 
     import concurrent.futures
 
@@ -190,7 +190,7 @@ def test_large_atomic_file_is_synced_as_it_grows_and_hashes_right(tmp_path, monk
 
 
 def test_background_sync_outlives_the_writers_descriptor(tmp_path, monkeypatch):
-    from curastream.writers import storage as storage_mod
+    from curastream.engine import storage as storage_mod
 
     synced = []
     real = storage_mod._fdatasync
@@ -381,7 +381,7 @@ def test_memory_filesystem_commit():
 
 # -- IPC -------------------------------------------------------------------------------------------
 def test_ipc_stream_is_readable_by_another_process(tmp_path):
-    from curastream.ipc import IpcEmitter
+    from curastream.engine.ipc import IpcEmitter
 
     path = tmp_path / "out.arrows"
     em = IpcEmitter(str(path))
@@ -404,7 +404,7 @@ def test_ipc_stream_is_readable_by_another_process(tmp_path):
 
 # -- device ----------------------------------------------------------------------------------------
 def test_device_selection_on_a_cpu_machine(monkeypatch):
-    import curastream.device as dev
+    import curastream.engine.device as dev
 
     monkeypatch.setattr(dev, "_cuda_problem", lambda: "no CUDA device is visible")
     assert resolve_device("auto").kind == "cpu"

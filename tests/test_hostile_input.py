@@ -35,7 +35,7 @@ from PIL import Image
 
 from conftest import MEDIA, report
 from curastream import ImageFilters, ImageRunConfig, VideoRunConfig, run_images
-from curastream.video_pipeline import run_videos
+from curastream.videos.pipeline import run_videos
 
 FIGURES = {"bad_inputs": 0, "runs": 0}
 HYPO = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

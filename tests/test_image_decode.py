@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps, JpegImagePlugin
 
 from conftest import MEDIA, media_path
-from curastream.image_decode import (
+from curastream.images.decode import (
     ANALYSIS_SIZE,
     ImageDecodeError,
     check_jpeg,
@@ -389,17 +389,17 @@ def test_check_jpeg_finds_the_first_image_and_refuses_missing_scans():
 
 
 def test_c_marker_search_is_built():
-    from curastream import image_decode
+    from curastream.images import decode as image_decode
 
-    assert image_decode._find_marker is not image_decode._find_marker_re, "stream/jpeg_markers.c was not compiled"
+    assert image_decode._find_marker is not image_decode._find_marker_re, "stream/images/jpeg_markers.c was not compiled"
 
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.lists(st.sampled_from([b"\xff", b"\x00", b"\xd9", b"\xd0", b"\xd7", b"\xd8", b"\xc4", b"a"]),
                      max_size=40).map(b"".join), start=st.integers(-2, 45))
 def test_c_marker_search_agrees_with_the_regular_expressions(data, start):
-    from curastream._jpeg_markers import find_marker
-    from curastream.image_decode import _find_marker_re
+    from curastream.images._jpeg_markers import find_marker
+    from curastream.images.decode import _find_marker_re
 
     for kind in (0, 1):
         assert find_marker(data, start, kind) == _find_marker_re(data, max(start, 0), kind), (data, start, kind)
@@ -407,8 +407,8 @@ def test_c_marker_search_agrees_with_the_regular_expressions(data, start):
 
 @pytest.mark.parametrize("name", _listing("images"))
 def test_c_marker_search_on_photos(name):
-    from curastream._jpeg_markers import find_marker
-    from curastream.image_decode import _find_marker_re
+    from curastream.images._jpeg_markers import find_marker
+    from curastream.images.decode import _find_marker_re
 
     data = _read("images", name)
     for start in range(0, len(data), max(1, len(data) // 7)):
@@ -445,7 +445,7 @@ def test_unknown_decoder_rejected():
 @pytest.fixture(scope="module")
 def dali_decode():
     pytest.importorskip("nvidia.dali")
-    from curastream import dali_decode
+    from curastream.images import dali as dali_decode
 
     if not dali_decode.dali_available():
         pytest.skip("nvidia.dali does not import")

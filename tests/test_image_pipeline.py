@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import MEDIA
 from curastream import ImageFilters, ImageRunConfig, run_images, stream_images
-from curastream.output import OutputExistsError
+from curastream.engine.output import OutputExistsError
 from curastream.writers.image_shards import _tarinfo, member_header
 
 CURATOR_COLS = ["image_id", "tar_file", "member_name", "original_path", "metadata"]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import media_path
-from curastream.image_sources import (
+from curastream.images.sources import (
     IMAGE_EXTENSIONS,
     MAX_KEY_LEN,
     ImageInput,

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import media_path
 from curastream.kernels import motion as M
-from curastream.video_decode import decode_for_analysis
-from curastream.video_probe import probe
+from curastream.videos.decode import decode_for_analysis
+from curastream.videos.probe import probe
 
 import videogen
 

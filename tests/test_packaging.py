@@ -26,10 +26,11 @@ def test_wheel_holds_one_package_and_imports_outside_the_tree(tmp_path):
     name, version = wheel.name.split("-")[:2]
     assert {n.split("/")[0] for n in names} == {"curastream", f"{name}-{version}.dist-info"}
     assert "curastream/kernels/cuda/laplacian_stats.cu" in names
-    for ext in ("curastream/kernels/_area_resize.", "curastream/_jpeg_markers."):
+    for ext in ("curastream/kernels/_area_resize.", "curastream/images/_jpeg_markers."):
         assert any(n.startswith(ext) and n.endswith(".so") for n in names), (ext, names)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import curastream, curastream.kernels.image_scores as k, "
-            "curastream.kernels.area_resize as ar, curastream.writers.clip_writer, curastream.cli; "
+            "curastream.kernels.area_resize as ar, curastream.writers.clip_writer, curastream.cli, curastream.api, "
+            "curastream.images.pipeline, curastream.videos.pipeline, curastream.engine.pipeline; "
             "assert curastream.__file__.startswith(sys.argv[1]), curastream.__file__; "
             "assert ar._area_resize.__file__.startswith(sys.argv[1]), ar._area_resize; "
             "assert k.laplacian_source_path().exists(); print(curastream.__version__)")

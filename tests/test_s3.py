@@ -38,7 +38,7 @@ from moto.server import ThreadedMotoServer  # noqa: E402
 
 from conftest import report  # noqa: E402
 from curastream import ImageFilters, ImageRunConfig, VideoRunConfig, run_images  # noqa: E402
-from curastream.video_pipeline import run_videos  # noqa: E402
+from curastream.videos.pipeline import run_videos  # noqa: E402
 
 BUCKET = "curastream-test"
 SEED = int(os.environ.get("CURASTREAM_S3_SEED", "6"))

@@ -16,8 +16,8 @@ from curastream.kernels.shots import (
     frame_features,
     split_scenes,
 )
-from curastream.video_decode import iter_analysis_frames
-from curastream.video_probe import probe
+from curastream.videos.decode import iter_analysis_frames
+from curastream.videos.probe import probe
 
 import videogen
 
@@ -83,7 +83,7 @@ def test_no_cuts_without_cuts(synthetic, name):
 
 
 def _frames(path):
-    from curastream.video_decode import decode_for_analysis
+    from curastream.videos.decode import decode_for_analysis
 
     info = probe(path)
     return decode_for_analysis(path, info, motion_vectors=False), info

@@ -32,9 +32,9 @@ import pytest
 
 from conftest import report
 from curastream import ImageFilters, ImageRunConfig, VideoRunConfig, run_images
-from curastream.engine import FunctionStage, Pipeline
-from curastream.writers.sink import Sink
-from curastream.writers.storage import Storage
+from curastream.engine.pipeline import FunctionStage, Pipeline
+from curastream.engine.sink import Sink
+from curastream.engine.storage import Storage
 
 SEED = int(os.environ.get("CURASTREAM_STRESS_SEED", "6"))
 FIGURES = {"engine_runs": 0, "engine_stops": 0, "engine_errors": 0, "pipeline_stops": 0, "cli_sigints": 0,
@@ -255,7 +255,7 @@ def _check_image_output(out: Path) -> None:
 
 @pytest.mark.timeout(150)
 def test_run_images_stopped_by_pipeline_stop(tmp_path, monkeypatch):
-    import curastream.image_pipeline as ip
+    import curastream.images.pipeline as ip
 
     src = _images_dir(tmp_path / "src")
     rng = random.Random(SEED + 1)
@@ -295,7 +295,7 @@ def test_run_images_stopped_by_pipeline_stop(tmp_path, monkeypatch):
 
 @pytest.mark.timeout(150)
 def test_run_videos_stopped_by_pipeline_stop(tmp_path, monkeypatch):
-    import curastream.video_pipeline as vp
+    import curastream.videos.pipeline as vp
     from curastream.samples import make_sample_videos
 
     src = tmp_path / "src"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import MEDIA, media_path
-from curastream.video_decode import (
+from curastream.videos.decode import (
     VideoDecodeError,
     VideoDecodeTimeout,
     analysis_size,
@@ -17,7 +17,7 @@ from curastream.video_decode import (
     iter_analysis_frames,
     read_ahead,
 )
-from curastream.video_probe import VideoProbeError, probe
+from curastream.videos.probe import VideoProbeError, probe
 
 import videogen
 

@@ -37,9 +37,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .clip_model import ClipChunk, ClipRecord, VideoRecord, chunk_uuid
-from .sink import Sink
-from .storage import Storage
+from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord, chunk_uuid
+from curastream.engine.sink import Sink
+from curastream.engine.storage import Storage
 
 log = logging.getLogger(__name__)
 

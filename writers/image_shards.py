@@ -21,8 +21,8 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .arrow_columns import table
-from .storage import Storage
+from curastream.writers.arrow_columns import table
+from curastream.engine.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -8,22 +8,11 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .arrow_columns import table
-from .storage import Storage
+from curastream.writers.arrow_columns import table
+from curastream.engine.schemas import REJECT_SCHEMA
+from curastream.engine.storage import Storage
 
 REJECTS_NAME = "rejects.parquet"
-
-REJECT_SCHEMA = pa.schema(
-    [
-        pa.field("key", pa.string()),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("source_member", pa.string()),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("duplicate_of", pa.string()),
-    ]
-)
-
 
 def _identity(r: dict[str, Any]) -> tuple[str, str, str]:
     return (r.get("key") or "", r["source"], r.get("source_member") or "")

@@ -23,32 +23,32 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from .clip_media import ClipEncoder, ClipMedia, cut_copy, cut_reencode, make_preview
-from .config import VideoRunConfig
-from .device import Device, resolve_device
-from .engine import Pipeline, Stage
-from .image_sources import printable
-from .ipc import IpcEmitter
-from .kernels.image_scores import score_batch
-from .kernels.motion import (
+from curastream.videos.clip_media import ClipEncoder, ClipMedia, cut_copy, cut_reencode, make_preview
+from curastream.config import VideoRunConfig
+from curastream.engine.device import Device, resolve_device
+from curastream.engine.pipeline import Pipeline, Stage
+from curastream.engine.names import printable
+from curastream.engine.ipc import IpcEmitter
+from curastream.kernels.image_scores import score_batch
+from curastream.kernels.motion import (
     MotionAccumulator,
     aggregate_motion,
     passes_motion_filter,
 )
-from .kernels.shots import ShotDetector, fixed_stride_spans, frame_features, split_scenes
-from .output import prepare_output
-from .progress import Progress
-from .schemas import CLIP_SCHEMA, IMAGE_SCORE_COLUMNS, Batch
-from .stats import RunStats
-from .video_decode import VideoDecodeError, iter_analysis_frames, read_ahead
-from .video_probe import VideoInfo, VideoProbeError, probe
-from .video_sources import VideoInput, list_video_inputs
-from .writers.clip_model import ClipChunk, ClipRecord, VideoRecord
-from .writers.clip_writer import PROCESSED_CHUNKS_DIR, ClipWriter, relative_video_path
-from .writers.rejects import read_rejects, write_rejects
-from .writers.run_index import write_run_index
-from .writers.sink import Sink
-from .writers.storage import Storage
+from curastream.kernels.shots import ShotDetector, fixed_stride_spans, frame_features, split_scenes
+from curastream.engine.output import prepare_output
+from curastream.engine.progress import Progress
+from curastream.engine.schemas import CLIP_SCHEMA, IMAGE_SCORE_COLUMNS, Batch
+from curastream.engine.stats import RunStats
+from curastream.videos.decode import VideoDecodeError, iter_analysis_frames, read_ahead
+from curastream.videos.probe import VideoInfo, VideoProbeError, probe
+from curastream.videos.sources import VideoInput, list_video_inputs
+from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord
+from curastream.writers.clip_writer import PROCESSED_CHUNKS_DIR, ClipWriter, relative_video_path
+from curastream.writers.rejects import read_rejects, write_rejects
+from curastream.engine.run_index import write_run_index
+from curastream.engine.sink import Sink
+from curastream.engine.storage import Storage
 
 log = logging.getLogger(__name__)
 

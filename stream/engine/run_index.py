@@ -12,7 +12,7 @@ import platform
 import time
 from typing import Any
 
-from .storage import Storage
+from curastream.engine.storage import Storage
 
 INDEX_NAME = "index.json"
 

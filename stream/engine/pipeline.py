@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-from .native_threads import single_threaded_native
-from .queues import BoundedQueue, EndOfStream, Stopped
-from .stats import RunStats, StageStats
-from .writers.sink import Sink
+from curastream.engine.native_threads import single_threaded_native
+from curastream.engine.queues import BoundedQueue, EndOfStream, Stopped
+from curastream.engine.stats import RunStats, StageStats
+from curastream.engine.sink import Sink
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Two ways to make a clip:
 - ``cut_reencode`` / ``ClipEncoder``: frame-exact re-encode (libx264 by default). The video
   pipeline decodes a source once and pushes every frame to the open ``ClipEncoder`` of each span.
 
-Time convention (every function here, and video_decode's): seconds from the first presentation
+Time convention (every function here, and videos/decode.py's): seconds from the first presentation
 timestamp of the chosen video stream, ``(pts - stream.start_time) * time_base``, so the first frame
 is at 0.0 and frame k of a constant-rate stream at k / fps.
 

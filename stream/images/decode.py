@@ -46,7 +46,7 @@ try:
 except ImportError:  # pragma: no cover - opencv-python-headless is installed with the project
     cv2 = None
 
-from .kernels.area_resize import area_resize
+from curastream.kernels.area_resize import area_resize
 
 __all__ = [
     "ANALYSIS_SIZE",
@@ -252,7 +252,7 @@ def _find_marker_re(data: bytes, start: int, kind: int) -> int:
 
 
 try:  # the C version in jpeg_markers.c (memchr for 0xFF), built with the package
-    from curastream._jpeg_markers import find_marker as _find_marker
+    from curastream.images._jpeg_markers import find_marker as _find_marker
 except ImportError:  # pragma: no cover - the extension is optional at install time
     _find_marker = _find_marker_re
 
@@ -624,13 +624,13 @@ def decode_for_analysis(
 
     decoder: "auto"/"turbo" = simplejpeg DCT-scaled decode for JPEG (Pillow for other formats),
     "pillow" = Pillow everywhere (draft() scaling for JPEG; the baseline), "dali" = DALI CPU
-    pipeline (one image at a time here; use ``dali_decode.dali_decode_batch`` for throughput).
+    pipeline (one image at a time here; use ``images.dali.dali_decode_batch`` for throughput).
     ``jpeg``: ``check_jpeg(data)`` when the caller already has it.
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     if decoder == "dali":
-        from curastream import dali_decode
+        from curastream.images import dali as dali_decode
 
         return dali_decode.decode_one(data, size=size)
     if _is_jpeg(probe):

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .writers.rejects import REJECT_SCHEMA
 
 IMAGE_SCORE_COLUMNS = (
     "sharpness",
@@ -76,6 +75,18 @@ CLIP_SCHEMA = pa.schema(
         pa.field("clip_location", pa.string()),
         pa.field("media", pa.large_binary()),
         pa.field("preview", pa.binary()),
+    ]
+)
+
+# rejects.parquet: every input a run did not write, with the stage and the reason.
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_member", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string()),
     ]
 )
 

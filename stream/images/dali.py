@@ -2,7 +2,7 @@
 
 One pipeline definition serves both devices: ``device="mixed"`` (nvJPEG, GPU) on machines with a
 GPU and ``device="cpu"`` (libjpeg-turbo) elsewhere. On CPU it is slower than
-``image_decode.decode_for_analysis`` (DALI decodes at full resolution, simplejpeg decodes
+``images.decode.decode_for_analysis`` (DALI decodes at full resolution, simplejpeg decodes
 DCT-scaled; see scripts/bench_decoders.py), so the CPU path exists for parity and testing, and
 the GPU path is the reason for the module.
 
@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from curastream.image_decode import (
+from curastream.images.decode import (
     ANALYSIS_SIZE,
     DEFAULT_MAX_PIXELS,
     ImageDecodeError,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from .writers.run_index import INDEX_NAME
-from .writers.storage import Storage
+from curastream.engine.run_index import INDEX_NAME
+from curastream.engine.storage import Storage
 
 log = logging.getLogger(__name__)
 

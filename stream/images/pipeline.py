@@ -1,6 +1,6 @@
 """The image curation pipeline: read -> decode -> score -> filter/dedup -> encode -> shards.
 
-Every stage works on a :class:`~curastream.schemas.Batch` of IMAGE_SCHEMA rows. A row that
+Every stage works on a :class:`~curastream.engine.schemas.Batch` of IMAGE_SCHEMA rows. A row that
 fails anywhere is marked ``status="rejected"`` with the stage and reason and flows on to the
 sink, which records it in ``rejects.parquet``: a bad file never stops the run.
 """
@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import ImageFilters, ImageRunConfig
-from .device import Device, resolve_device
-from .engine import Pipeline, Stage
-from .image_decode import (
+from curastream.config import ImageFilters, ImageRunConfig
+from curastream.engine.device import Device, resolve_device
+from curastream.engine.pipeline import Pipeline, Stage
+from curastream.images.decode import (
     ANALYSIS_SIZE,
     DEFAULT_MAX_PIXELS,
     ImageDecodeError,
@@ -31,19 +31,20 @@ from .image_decode import (
     needs_reencode,
     probe_image,
 )
-from .image_sources import ImageInput, list_image_inputs, printable, read_batches
-from .ipc import IpcEmitter
-from .kernels.image_scores import luma, score_batch
-from .kernels.phash import NearDuplicateIndex, phash
-from .output import prepare_output
-from .progress import Progress
-from .schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS, Batch
-from .stats import RunStats
-from .writers.image_shards import ImageShardWriter, read_committed_shards, shard_name_hash
-from .writers.rejects import read_rejects, write_rejects
-from .writers.run_index import write_run_index
-from .writers.sink import Sink
-from .writers.storage import Storage
+from curastream.engine.names import printable
+from curastream.images.sources import ImageInput, list_image_inputs, read_batches
+from curastream.engine.ipc import IpcEmitter
+from curastream.kernels.image_scores import luma, score_batch
+from curastream.kernels.phash import NearDuplicateIndex, phash
+from curastream.engine.output import prepare_output
+from curastream.engine.progress import Progress
+from curastream.engine.schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS, Batch
+from curastream.engine.stats import RunStats
+from curastream.writers.image_shards import ImageShardWriter, read_committed_shards, shard_name_hash
+from curastream.writers.rejects import read_rejects, write_rejects
+from curastream.engine.run_index import write_run_index
+from curastream.engine.sink import Sink
+from curastream.engine.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class DecodeStage(Stage):
         if self.decoder == "auto" and self.device.is_gpu:
             self.decoder = "dali"  # nvJPEG through DALI's "mixed" decoder beats any CPU path there
         if self.decoder == "dali":
-            from .dali_decode import make_decode_pipeline
+            from curastream.images.dali import make_decode_pipeline
 
             self._dali_args = dict(device="mixed" if self.device.is_gpu else "cpu",
                                    device_id=self.device.device_id, size=ANALYSIS_SIZE)
@@ -174,7 +175,7 @@ class DecodeStage(Stage):
         return b
 
     def _decode_dali(self, b: Batch, probes: dict[int, Any], pixels: list) -> None:
-        from .dali_decode import dali_decode_batch
+        from curastream.images.dali import dali_decode_batch
 
         idx = list(probes)
         if self._dali is None or self._dali_batch < len(idx):

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from curastream.video_probe import VideoInfo
+from curastream.videos.probe import VideoInfo
 
 DEFAULT_SHORT_SIDE = 144
 DEFAULT_CHUNK = 256

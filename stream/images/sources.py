@@ -39,8 +39,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import fsspec
 
-from .writers.run_index import INDEX_NAME
-from .writers.storage import TEMP_MARK
+from curastream.engine.names import fsbytes, printable
+from curastream.engine.run_index import INDEX_NAME
+from curastream.engine.storage import TEMP_MARK
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +93,8 @@ class LoadedImage:
 # keys
 
 
-def _fsbytes(s: str) -> bytes:
-    # Names from os/tarfile carry undecodable bytes as surrogateescape; hash those bytes so the
-    # hash matches what is on disk, and never fail on a stray lone surrogate.
-    try:
-        return s.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogatepass")
-
-
 def _sha8(s: str) -> str:
-    return hashlib.sha1(_fsbytes(s)).hexdigest()[:8]
-
-
-def printable(s: str) -> str:
-    """``s`` with undecodable filename bytes shown as ``\\xNN``: safe for UTF-8 (Parquet, JSON)."""
-    return _fsbytes(s).decode("utf-8", "backslashreplace")
+    return hashlib.sha1(fsbytes(s)).hexdigest()[:8]
 
 
 def _split_ext(name: str) -> tuple[str, str]:

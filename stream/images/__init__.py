@@ -1,0 +1,1 @@
+"""The image slice: sources, probe, decode, stages and the image pipeline."""
