@@ -2,7 +2,7 @@
 
 optional=True: a machine without a C compiler still installs, and the Python fallbacks take
 over with identical results, slower (kernels/area_resize.py: the same arithmetic in NumPy;
-stream/images/decode.py: regular expressions for the JPEG marker search).
+stream/images/jpeg.py: regular expressions for the JPEG marker search).
 """
 
 from setuptools import Extension, setup

@@ -1,4 +1,6 @@
-"""The array module of an array (NumPy or CuPy) without importing CuPy on CPU machines."""
+"""NumPy/CuPy dispatch: the array module of an array and a host (NumPy) copy of it, without
+importing CuPy on CPU machines.
+"""
 
 from __future__ import annotations
 
@@ -14,3 +16,7 @@ def get_xp(arr) -> types.ModuleType:
     if cp is not None and isinstance(arr, cp.ndarray):
         return cp
     return np
+
+
+def to_host(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from curastream.kernels._xp import get_xp
+from curastream.kernels.color import BT601_LUMA
 
 try:
     import cv2
@@ -26,8 +27,6 @@ except ImportError:  # pragma: no cover - opencv-python-headless is installed wi
 
 SCORE_NAMES = ("sharpness", "mean_luma", "frac_dark", "frac_bright", "contrast", "colorfulness", "entropy")
 
-# ITU-R BT.601 luma weights (what JPEG's YCbCr uses).
-BT601 = (0.299, 0.587, 0.114)
 # exposure(): luma at or below DARK counts as crushed black, at or above BRIGHT as blown out.
 DARK = 16
 BRIGHT = 239
@@ -71,7 +70,7 @@ def luma(rgb):
     xp = get_xp(rgb)
     if xp is np and cv2 is not None:
         return _luma_cv2(rgb)
-    w = xp.asarray(BT601, dtype=xp.float32)
+    w = xp.asarray(BT601_LUMA, dtype=xp.float32)
     return rgb.astype(xp.float32) @ w
 
 

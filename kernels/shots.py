@@ -42,7 +42,8 @@ from collections import deque
 
 import numpy as np
 
-from curastream.kernels._xp import get_xp
+from curastream.kernels._xp import get_xp, to_host
+from curastream.kernels.color import BT601_CB, BT601_CR, BT601_LUMA
 
 GRID = 8
 HIST_BINS = 16
@@ -56,11 +57,6 @@ COL_STD = COL_MEAN + 1
 NUM_FEATURES = COL_STD + 1
 # Longest flash/glitch (frames) that is not taken for a new shot.
 TRANSIENT_FRAMES = 3
-
-# BT.601 full-range (JFIF) YCbCr.
-_Y = (0.299, 0.587, 0.114)
-_CB = (-0.168736, -0.331264, 0.5)
-_CR = (0.5, -0.418688, -0.081312)
 
 
 def frame_features(frames) -> "np.ndarray":
@@ -79,7 +75,7 @@ def frame_features(frames) -> "np.ndarray":
     n, h, w = frames.shape[:3]
     if n == 0:
         return xp.zeros((0, NUM_FEATURES), dtype=xp.float32)
-    to_ycc = xp.asarray(np.array([_Y, _CB, _CR], np.float32).T)
+    to_ycc = xp.asarray(np.array([BT601_LUMA, BT601_CB, BT601_CR], np.float32).T)
     if h >= GRID and w >= GRID:
         gh, gw = h // GRID, w // GRID
         crop = frames[:, : gh * GRID, : gw * GRID]
@@ -111,10 +107,6 @@ def frame_features(frames) -> "np.ndarray":
     out[:, COL_MEAN] = y.mean(axis=1)
     out[:, COL_STD] = y.std(axis=1)
     return out
-
-
-def _to_host(a) -> np.ndarray:
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def change_scores(prev, cur):
@@ -168,8 +160,8 @@ class ShotDetector:
     def update(self, features, frame_indices) -> None:
         if self._finished:
             raise RuntimeError("update() after finish()")
-        rows = _to_host(features).astype(np.float64, copy=False)
-        idx = np.asarray(_to_host(frame_indices), np.int64)
+        rows = to_host(features).astype(np.float64, copy=False)
+        idx = np.asarray(to_host(frame_indices), np.int64)
         if rows.ndim != 2 or rows.shape[1] != NUM_FEATURES or rows.shape[0] != idx.shape[0]:
             raise ValueError(f"expected ({idx.shape[0]}, {NUM_FEATURES}) features, got {rows.shape}")
         if rows.shape[0] == 0:

@@ -29,7 +29,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curastream.images.decode import ANALYSIS_SIZE, decode_for_analysis, probe_image  # noqa: E402
+from curastream.images.cpu_decode import ANALYSIS_SIZE  # noqa: E402
+from curastream.images.decode import decode_for_analysis  # noqa: E402
+from curastream.images.probe import probe_image  # noqa: E402
 
 JPEG_EXT = {".jpg", ".jpeg"}
 

@@ -140,7 +140,7 @@ def child_ours(tars: list[str], out: str, dedup: bool) -> None:
 
     stats_path = out.rstrip("/") + ".stats.json"
     cfg = ImageRunConfig(sources=tars, output=out, filters=ImageFilters(dedup=dedup), progress=False,
-                         stats_path=stats_path)
+                         stats=stats_path)
     t0 = time.perf_counter()
     stats = run_images(cfg)
     wall = time.perf_counter() - t0
@@ -217,7 +217,8 @@ def child_limit(tars: list[str], out: str, threads: int) -> None:
 
 def _decode_and_score(data: bytes):
 
-    from curastream.images.decode import decode_for_analysis, probe_image
+    from curastream.images.decode import decode_for_analysis
+    from curastream.images.probe import probe_image
     from curastream.kernels.image_scores import score_batch
 
     px = decode_for_analysis(data, probe_image(data))

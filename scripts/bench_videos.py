@@ -27,7 +27,8 @@ Rows, each in its own process, ``--repeat`` times (median reported):
   ours-analysis    curastream videos --split scenes --dry-run (decode, shots, motion; metadata only).
 Targets (PASS/MISS printed): ours-default >= 10x curator-default clips/s; ours-reencode >= 1.5x
 curator-x264 clips/s and <= 1.25x bare-encode wall; ours-analysis >= 0.8x limit frames/s.
-Then curastream's peak RSS at 1x and 10x the input (the same files copied into 10 folders).
+Then curastream's peak RSS at 1x and 10x the input (the same files copied into 10 folders);
+target: 10x within 1.1x of 1x (memory flat in the number of videos).
 
 Curator runs from a separate venv (see scripts/bench_images.py for the install lines) and needs
 the ``ffmpeg``/``ffprobe`` programs on PATH (``apt-get install ffmpeg``); rows that cannot run
@@ -124,9 +125,9 @@ def _spans(info, clip_len: float, min_len: float) -> list[tuple[float, float]]:
 def child_ours(src: str, out: str, mode: str, clip_len: float, min_len: float) -> None:
     from curastream import VideoRunConfig, run_videos
 
-    kw = dict(sources=[src], output=out, clip_len_s=clip_len, min_clip_s=min_len, progress=False,
-              stats_path=out.rstrip("/") + ".stats.json", encoder="libx264", encoder_preset=PRESET,
-              encoder_crf=CRF)
+    kw = dict(sources=[src], output=out, clip_len=clip_len, min_clip_len=min_len, progress=False,
+              stats=out.rstrip("/") + ".stats.json", encoder="libx264", preset=PRESET,
+              crf=CRF)
     if mode == "default":
         cfg = VideoRunConfig(split="fixed", clip_mode="copy", previews=True, **kw)
     elif mode == "reencode":
@@ -299,6 +300,8 @@ def main() -> int:
                     help="comma list: curator-default,curator-x264,baseline,bare-encode,limit,ours-default,"
                          "ours-reencode,ours-analysis,rss")
     ap.add_argument("--rss-factor", type=int, default=10)
+    ap.add_argument("--rss-repeat", type=int, default=2,
+                    help="runs per RSS row (median): one peak on a shared machine moves by ~10%%")
     ap.add_argument("--json", default=None)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -403,22 +406,26 @@ def main() -> int:
 
     rss = {}
     if "rss" not in skip:
-        print(f"\n## curastream default peak RSS, input 1x vs {args.rss_factor}x (copies)\n", flush=True)
+        print(f"\n## curastream default peak RSS, input 1x vs {args.rss_factor}x (copies), "
+              f"median of {args.rss_repeat}\n", flush=True)
         big = link_inputs(files, tmp / "in10", reps=args.rss_factor)
         for label, s in (("1x", src), (f"{args.rss_factor}x", str(big))):
-            out = outs("rss")
-            r = repeat(f"rss {label}", self_cmd(SCRIPT, "_child", "ours-default", "--src", s, "--out", out,
-                                                "--clip-len", str(args.clip_len), "--min-clip-len",
-                                                str(args.min_clip_len)), 1, unit="clips").runs[0]
-            shutil.rmtree(out, ignore_errors=True)
-            rss[label] = r
-        print("| input | videos | clips | run wall s | clips/s | peak RSS MB (tree) |\n|---|---|---|---|---|---|")
+            rss[label] = repeat_fresh(f"rss {label}", lambda out, s=s: self_cmd(
+                SCRIPT, "_child", "ours-default", "--src", s, "--out", out, "--clip-len", str(args.clip_len),
+                "--min-clip-len", str(args.min_clip_len)), outs, args.rss_repeat, unit="clips")
+        print("| input | videos | clips | run wall s | clips/s | peak RSS MB (tree) | runs |\n|---|---|---|---|---|---|---|")
         for label, r in rss.items():
-            if r.ok:
-                print(f"| {label} | {r.result.get('videos')} | {r.result['items']} | {fmt(r.wall_s)} | "
-                      f"{fmt(r.result['items'] / r.wall_s)} | {fmt(r.tree_rss_mb)} |")
+            if r.good:
+                print(f"| {label} | {r.good[0].result.get('videos')} | {r.good[0].result['items']} | "
+                      f"{fmt(r.med('wall_s'))} | {fmt(r.rate())} | {fmt(r.med('tree_rss_mb'))} | "
+                      f"{', '.join(fmt(x.tree_rss_mb) for x in r.good)} |")
             else:
-                print(f"| {label} | failed: {r.error} | | | | |")
+                print(f"| {label} | failed: {r.runs[-1].error if r.runs else '?'} | | | | | |")
+        one, many = (rss[k].med("tree_rss_mb") for k in rss)
+        if one and many:
+            growth = many / one
+            print(f"\n- peak RSS {args.rss_factor}x / 1x: {growth:.2f}x  target <= 1.1x  "
+                  f"{'PASS' if growth <= 1.1 else 'MISS'}")
 
     if args.json:
         doc = {"machine": machine_line(), "input": {"what": what, "files": [f.name for f in files], "mb": mb,
@@ -431,8 +438,9 @@ def main() -> int:
                         for k, v in rows.items()},
                "targets": {"default_vs_curator": t1, "reencode_vs_curator_x264": t2,
                            "reencode_vs_bare_encode_wall": t3, "analysis_vs_limit_fps": t4},
-               "rss": {k: {"items": r.result.get("items"), "tree_rss_mb": r.tree_rss_mb, "wall_s": r.wall_s}
-                       for k, r in rss.items()}}
+               "rss": {k: {"items": r.good[0].result.get("items") if r.good else None,
+                           "tree_rss_mb": r.med("tree_rss_mb"), "wall_s": r.med("wall_s"),
+                           "runs_tree_rss_mb": [x.tree_rss_mb for x in r.good]} for k, r in rss.items()}}
         Path(args.json).write_text(json.dumps(doc, indent=2, default=str))
     if args.keep:
         print(f"\n(temp dir kept: {tmp})")

@@ -36,3 +36,19 @@ def report(config, *lines: str) -> None:
                 tr.write_line(line)
             else:  # pragma: no cover
                 print(line)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip on machines without a usable CUDA device (most of them: CI too)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return  # no CuPy import (and no CUDA start-up) for runs without GPU tests
+    from curastream.engine.device import DeviceError, resolve_device
+
+    try:
+        resolve_device("gpu")
+        return
+    except DeviceError as e:
+        skip = pytest.mark.skip(reason=f"needs a CUDA device: {e}")
+    for item in gpu:
+        item.add_marker(skip)

@@ -1,4 +1,4 @@
-"""Writer columns built without pa.array: the same arrays, and no pandas import in a run."""
+"""Columns built without pa.array: the same arrays, and no pandas import in a run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import pyarrow as pa
 import pytest
 
-from curastream.writers.arrow_columns import column
+from curastream.engine.columns import column
 
 CASES = [
     (pa.string(), ["a", None, "é€😀", "", "x" * 1000]),
@@ -21,6 +21,9 @@ CASES = [
     (pa.uint64(), [2**64 - 1, 0, None]),
     (pa.float32(), [0.1, None, float("inf"), -3.5]),
     (pa.float64(), [1e300, None]),
+    (pa.binary(), [b"\xff\xd8", None, b"", b"x" * 100000]),
+    (pa.binary(), []),
+    (pa.large_binary(), [None, b"abc", b"\x00" * 7]),
     (pa.list_(pa.int32()), [[1, 2], None]),  # not a flat type: falls back to pa.array
 ]
 

@@ -36,6 +36,8 @@ import pytest
 
 from conftest import MEDIA, report
 
+pytestmark = pytest.mark.slow
+
 SEED = int(os.environ.get("CURASTREAM_CRASH_SEED", "6"))
 IMAGE_TRIALS = int(os.environ.get("CURASTREAM_CRASH_IMAGE_TRIALS", "12"))
 VIDEO_TRIALS = int(os.environ.get("CURASTREAM_CRASH_VIDEO_TRIALS", "8"))
@@ -86,19 +88,23 @@ def _read(f) -> str:
     return text
 
 
-def _run_and_kill(cmd: list[str], out: Path, delay: float, after_first_file: bool) -> str:
-    """Start ``cmd``; SIGKILL it ``delay`` s after start (or after its first output file).
+def _run_and_kill(cmd: list[str], out: Path, delay: float, after_files: int = 0) -> str:
+    """Start ``cmd``; SIGKILL it ``delay`` s after start, or after its ``after_files``-th new
+    output file (temporaries count: they are files being written).
 
     Returns where the kill landed: ``before_output``, ``mid_run`` or ``after_finish``.
     """
     errf = tempfile.TemporaryFile()  # not a pipe: a chatty run must never block on a full one
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, env=_env(), start_new_session=True)
     t0 = time.monotonic()
-    if after_first_file:
+    if after_files:
         had = {q for q in out.rglob("*") if q.is_file()} if out.is_dir() else set()
+        seen: set[Path] = set()  # kept across looks: a temporary renamed away still counted
         while p.poll() is None and time.monotonic() - t0 < 120:
-            if out.is_dir() and any(q.is_file() and q not in had for q in out.rglob("*")):
-                break
+            if out.is_dir():
+                seen |= {q for q in out.rglob("*") if q.is_file() and q not in had}
+                if len(seen) >= after_files:
+                    break
             time.sleep(0.005)
         t0 = time.monotonic()
     while p.poll() is None and time.monotonic() - t0 < delay:
@@ -126,13 +132,18 @@ def _crash_trial(kind: str, cmd: list[str], out: Path, rng: random.Random, t_tot
         shutil.rmtree(out)
     s = SUMMARY[kind]
     s["trials"] += 1
-    after_first = rng.random() < 0.8
-    delay = rng.uniform(0.0, t_active) if after_first else rng.uniform(0.0, t_total)
-    s[f"kills_{_run_and_kill(cmd, out, delay, after_first)}"] += 1
+    if rng.random() < 0.8:
+        # Placed by the run's own progress (its k-th new file), not by the reference run's
+        # clock: that run is timed cold and at another load, and delays taken from it landed
+        # after the end of faster runs, so too few kills hit a run in progress.
+        after_files, delay = rng.randint(1, 8), rng.uniform(0.0, min(t_active, 0.1))
+    else:
+        after_files, delay = 0, rng.uniform(0.0, t_total)
+    s[f"kills_{_run_and_kill(cmd, out, delay, after_files)}"] += 1
     s["kills"] += 1
     resume = cmd + ["--on-existing", "resume"]
     if rng.random() < 0.5:  # kill the resume as well, somewhere in its run
-        landed = _run_and_kill(resume, out, rng.uniform(0.0, t_total), False)
+        landed = _run_and_kill(resume, out, rng.uniform(0.0, t_total))
         s[f"kills_{landed}"] += 1
         s["kills"] += 1
         s["resumes"] += 1

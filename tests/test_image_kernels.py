@@ -309,6 +309,7 @@ def test_c_area_kernel_is_built():
     assert ar.HAVE_C_KERNEL, "kernels/area_resize.c was not compiled into curastream.kernels._area_resize"
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(h=st.integers(1, 40), w=st.integers(1, 40), c=st.integers(1, 4), data=st.data())
 def test_area_resize_is_the_exact_area_mean(h, w, c, data):
@@ -470,6 +471,7 @@ def test_index_matches_brute_force_with_planted_duplicates(d):
     assert hits >= len(entries) // 4  # the planted duplicates really were found
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(
     d=st.integers(0, 10),

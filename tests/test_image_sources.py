@@ -18,14 +18,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import media_path
-from curastream.images.sources import (
-    IMAGE_EXTENSIONS,
-    MAX_KEY_LEN,
-    ImageInput,
-    list_image_inputs,
-    make_key,
-    read_batches,
-)
+from curastream.images.inputs import IMAGE_EXTENSIONS, MAX_KEY_LEN, ImageInput, make_key
+from curastream.images.listing import list_image_inputs
+from curastream.images.reading import read_batches
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,%d}$" % MAX_KEY_LEN)
 
@@ -171,6 +166,7 @@ def test_make_key_edges():
     assert make_key("\udcff\udcfe.jpg", strip_extension=True) == "__"  # surrogateescape bytes
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.text(max_size=300))
 def test_make_key_always_safe(name):

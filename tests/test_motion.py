@@ -12,7 +12,36 @@ import numpy as np
 import pytest
 
 from conftest import media_path
-from curastream.kernels import motion as M
+from curastream.kernels import block_match
+from curastream.kernels.block_match import (
+    BLOCK_MATCH_KERNEL,
+    _sad_cost_volume_cuda,
+    block_flow,
+    block_match_launch,
+    block_match_source_path,
+    sad_cost_volume,
+)
+from curastream.kernels.frame_motion import (
+    _pair_indices,
+    motion_samples_from_frames,
+    motion_score_from_frames,
+)
+from curastream.kernels.motion_accumulator import MotionAccumulator
+from curastream.kernels.motion_score import (
+    MOTION_GLOBAL_MEAN_THRESHOLD,
+    MotionSample,
+    MotionScore,
+    aggregate_motion,
+    passes_motion_filter,
+    patch_grid,
+    split_edges,
+)
+from curastream.kernels.motion_vectors import (
+    _mv_patch_sums,
+    flow_from_motion_vectors,
+    motion_sample_from_mvs,
+    motion_score_from_mvs,
+)
 from curastream.videos.decode import decode_for_analysis
 from curastream.videos.probe import probe
 
@@ -46,12 +75,12 @@ def clips(tmp_path_factory):
 
 
 def frame_score(info, a):
-    return M.motion_score_from_frames(a.frames, a.frame_indices, a.times, info.fps,
-                                      (info.display_width, info.display_height))
+    return motion_score_from_frames(a.frames, a.frame_indices, a.times, info.fps,
+                                    (info.display_width, info.display_height))
 
 
 def mv_score(info, a):
-    return M.motion_score_from_mvs([m for _, _, m in a.mv_samples], info.width, info.height)
+    return motion_score_from_mvs([m for _, _, m in a.mv_samples], info.width, info.height)
 
 
 # ---------------------------------------------------------------- end to end on synthetic pans
@@ -63,9 +92,9 @@ def test_static_camera_scores_far_below_a_pan(clips):
         pan = frame_score(*clips["slow" + suffix][1:])
         assert still.method == "frames" and still.num_samples >= 3
         assert still.global_mean < 0.05 * pan.global_mean
-        assert still.global_mean < M.CURATOR_GLOBAL_MEAN_THRESHOLD / 5
-        assert M.passes_motion_filter(pan) == (True, None)
-        assert M.passes_motion_filter(still) == (False, "motion_global_mean")
+        assert still.global_mean < MOTION_GLOBAL_MEAN_THRESHOLD / 5
+        assert passes_motion_filter(pan) == (True, None)
+        assert passes_motion_filter(still) == (False, "motion_global_mean")
     mv_still, mv_pan = mv_score(*clips["static"][1:]), mv_score(*clips["slow"][1:])
     assert mv_still.method == "motion_vectors"
     assert mv_still.global_mean < 0.05 * mv_pan.global_mean
@@ -140,14 +169,14 @@ def test_flow_paints_each_block_with_its_vector():
         # a block hanging over the bottom-right corner is clipped, not piled on the edge
         dict(source=-1, w=16, h=16, dst_x=40, dst_y=24, motion_x=0, motion_y=-4, motion_scale=1),
     ])
-    flow = M.flow_from_motion_vectors(mvs, 44, 28)
+    flow = flow_from_motion_vectors(mvs, 44, 28)
     assert flow.shape == (28, 44, 2) and flow.dtype == np.float32
     np.testing.assert_array_equal(flow[0:16, 0:16], np.broadcast_to([3, -2], (16, 16, 2)))
     np.testing.assert_array_equal(flow[0:4, 16:24], np.broadcast_to([-1, 0], (4, 8, 2)))
     np.testing.assert_array_equal(flow[16:28, 32:44], np.broadcast_to([0, 4], (12, 12, 2)))
     assert not flow[4:16, 16:32].any() and not flow[16:28, 0:32].any()
     # The 4 px cell grid the scores use is the per-pixel field sampled on 4 px.
-    coarse = M.flow_from_motion_vectors(mvs, 44, 28, cell=4)
+    coarse = flow_from_motion_vectors(mvs, 44, 28, cell=4)
     np.testing.assert_array_equal(coarse, flow[::4, ::4])
 
 
@@ -157,24 +186,24 @@ def test_past_reference_wins_on_bipredicted_blocks_and_curator_blocks_option():
         dict(source=1, w=16, h=16, dst_x=8, dst_y=8, motion_x=6, motion_y=0, motion_scale=4),
         dict(source=-1, w=4, h=4, dst_x=18, dst_y=2, motion_x=-40, motion_y=0, motion_scale=4),
     ])
-    flow = M.flow_from_motion_vectors(mvs, 32, 16)
+    flow = flow_from_motion_vectors(mvs, 32, 16)
     assert flow[0, 0, 0] == 2.0
     assert flow[0, 16, 0] == 10.0
-    assert M.flow_from_motion_vectors(mvs, 32, 16, curator_blocks=True)[0, 16, 0] == 0.0  # 4x4: not painted
+    assert flow_from_motion_vectors(mvs, 32, 16, curator_blocks=True)[0, 16, 0] == 0.0  # 4x4: not painted
 
 
 def test_patch_statistics_are_true_patch_means():
     # 1280x720 -> Curator's round(720/256) x round(1280/256) = 3 x 5 patches.
-    assert M.patch_grid(1280, 720) == (3, 5)
-    assert M.patch_grid(320, 180) == (1, 1)
+    assert patch_grid(1280, 720) == (3, 5)
+    assert patch_grid(320, 180) == (1, 1)
     w, h = 1280, 720
     # Motion only in the left half: one 16x16 block per macroblock column < 40, 2 px each.
     rows = [dict(source=-1, w=16, h=16, dst_x=8 + 16 * i, dst_y=8 + 16 * j, motion_x=-2, motion_y=0, motion_scale=1)
             for i in range(40) for j in range(45)]
-    s = M.motion_score_from_mvs([mv_records(rows)], w, h)
+    s = motion_score_from_mvs([mv_records(rows)], w, h)
     assert s.global_mean == pytest.approx(0.5 * 2 / (w + h), rel=1e-6)
     assert s.per_patch_min_256 == 0.0  # the right-hand patches are static
-    sample = M.motion_sample_from_mvs(mv_records(rows), w, h)
+    sample = motion_sample_from_mvs(mv_records(rows), w, h)
     assert sample.patch_sum.shape == (3, 5) and sample.patch_area.sum() == w * h
     # Patch 2 of 5 spans x 512..768: exactly half of it (512..640) moves.
     assert sample.patch_sum[0, 2] / sample.patch_area[0, 2] == pytest.approx(0.5 * 2 / (w + h))
@@ -182,23 +211,23 @@ def test_patch_statistics_are_true_patch_means():
 
 def test_scores_aggregate_over_frame_spans():
     def sample(i, v):
-        return M.MotionSample(i, i / 25, np.full((1, 2), v * 100.0), np.full((1, 2), 100.0), "frames")
+        return MotionSample(i, i / 25, np.full((1, 2), v * 100.0), np.full((1, 2), 100.0), "frames")
 
     samples = [sample(0, 0.01), sample(10, 0.03), sample(20, 0.0)]
-    assert M.aggregate_motion(samples).global_mean == pytest.approx(0.04 / 3)
-    assert M.aggregate_motion(samples, 0, 15).global_mean == pytest.approx(0.02)
-    assert M.aggregate_motion(samples, 15, 30).per_patch_min_256 == 0.0
-    empty = M.aggregate_motion(samples, 30, 40)
+    assert aggregate_motion(samples).global_mean == pytest.approx(0.04 / 3)
+    assert aggregate_motion(samples, 0, 15).global_mean == pytest.approx(0.02)
+    assert aggregate_motion(samples, 15, 30).per_patch_min_256 == 0.0
+    empty = aggregate_motion(samples, 30, 40)
     assert (empty.global_mean, empty.per_patch_min_256, empty.num_samples) == (-1.0, -1.0, 0)
-    assert M.passes_motion_filter(empty) == (False, "motion_unscored")
+    assert passes_motion_filter(empty) == (False, "motion_unscored")
 
 
 def test_filter_thresholds():
-    keep = M.MotionScore(0.002, 1e-4, "frames", 4)
-    assert M.passes_motion_filter(keep) == (True, None)
-    assert M.passes_motion_filter(M.MotionScore(0.0009, 1e-4, "frames", 4)) == (False, "motion_global_mean")
-    assert M.passes_motion_filter(M.MotionScore(0.002, 5e-7, "frames", 4)) == (False, "motion_per_patch_min")
-    assert M.passes_motion_filter(keep, global_mean_threshold=0.01)[0] is False
+    keep = MotionScore(0.002, 1e-4, "frames", 4)
+    assert passes_motion_filter(keep) == (True, None)
+    assert passes_motion_filter(MotionScore(0.0009, 1e-4, "frames", 4)) == (False, "motion_global_mean")
+    assert passes_motion_filter(MotionScore(0.002, 5e-7, "frames", 4)) == (False, "motion_per_patch_min")
+    assert passes_motion_filter(keep, global_mean_threshold=0.01)[0] is False
 
 
 # ---------------------------------------------------------------- block matching
@@ -221,7 +250,7 @@ def test_block_flow_recovers_a_translation(dx, dy):
     big = textured(160, 224)
     a = big[32:128, 48:176]
     b = shifted(big, dx, dy)[32:128, 48:176]
-    flow = M.block_flow(a, b)
+    flow = block_flow(a, b)
     assert flow.shape == (12, 16, 2)
     inner = flow[2:-2, 2:-2].reshape(-1, 2)
     med = np.median(inner, axis=0)
@@ -234,13 +263,13 @@ def test_block_flow_batches_and_flat_frames():
     a = textured()
     batch_a = np.stack([a, a, np.full_like(a, 80)])
     batch_b = np.stack([shifted(a, 2, 0), shifted(a, 0, 3), np.full_like(a, 80)])
-    flow = M.block_flow(batch_a, batch_b)
+    flow = block_flow(batch_a, batch_b)
     assert flow.shape == (3, 12, 16, 2)
     np.testing.assert_allclose(np.median(flow[0, 1:-1, 1:-1].reshape(-1, 2), 0), [2, 0], atol=0.2)
     np.testing.assert_allclose(np.median(flow[1, 1:-1, 1:-1].reshape(-1, 2), 0), [0, 3], atol=0.2)
     assert not flow[2].any()  # featureless: the tie-break keeps zero
     with pytest.raises(ValueError):
-        M.block_flow(a, a[:-1])
+        block_flow(a, a[:-1])
 
 
 def _sad_naive(prev, cur, pred, block, radius):
@@ -268,18 +297,18 @@ def test_sad_cost_volume_matches_a_naive_loop():
     prev = rng.uniform(0, 255, (2, 13, 17)).astype(np.float32)
     cur = rng.uniform(0, 255, (2, 13, 17)).astype(np.float32)
     pred = rng.integers(-3, 4, (2, 3, 4, 2)).astype(np.int32)  # reaches past the frame edges
-    got = M.sad_cost_volume(prev, cur, pred, 4, 2)
+    got = sad_cost_volume(prev, cur, pred, 4, 2)
     np.testing.assert_allclose(got, _sad_naive(prev, cur, pred, 4, 2), rtol=1e-5)
 
 
 def test_motion_samples_carry_pairs_across_chunks(clips):
     r, info, a = clips["slow"]
-    whole = M.motion_samples_from_frames(a.frames, a.frame_indices, a.times, info.fps, sample_fps=None)
+    whole = motion_samples_from_frames(a.frames, a.frame_indices, a.times, info.fps, sample_fps=None)
     k = 3  # split between the frames of the second (t, t+1) pair
-    first = M.motion_samples_from_frames(a.frames[:k], a.frame_indices[:k], a.times[:k], info.fps, sample_fps=None)
-    second = M.motion_samples_from_frames(a.frames[k:], a.frame_indices[k:], a.times[k:], info.fps, sample_fps=None,
-                                          prev_frame=a.frames[k - 1], prev_index=a.frame_indices[k - 1],
-                                          prev_time=a.times[k - 1])
+    first = motion_samples_from_frames(a.frames[:k], a.frame_indices[:k], a.times[:k], info.fps, sample_fps=None)
+    second = motion_samples_from_frames(a.frames[k:], a.frame_indices[k:], a.times[k:], info.fps, sample_fps=None,
+                                        prev_frame=a.frames[k - 1], prev_index=a.frame_indices[k - 1],
+                                        prev_time=a.times[k - 1])
     assert [s.frame_index for s in first + second] == [s.frame_index for s in whole]
     for x, y in zip(first + second, whole):
         np.testing.assert_allclose(x.patch_sum, y.patch_sum)
@@ -288,7 +317,7 @@ def test_motion_samples_carry_pairs_across_chunks(clips):
 def test_pairs_prefer_one_frame_gaps():
     # decoder layout with motion_pairs at 2 fps of 25 fps: (0,1) (12,13) (25,26)
     idx = np.array([0, 1, 12, 13, 25, 26])
-    pos = M._pair_indices(idx, idx / 25.0, 2.0, 12, 25.0)
+    pos = _pair_indices(idx, idx / 25.0, 2.0, 12, 25.0)
     assert list(pos) == [0, 2, 4]
 
 
@@ -304,19 +333,19 @@ def test_block_match_cu_compiles_and_matches_the_launcher(tmp_path):
     nvcc = _nvcc()
     if nvcc is None:
         pytest.skip("nvcc not available")
-    src = M.block_match_source_path()
+    src = block_match_source_path()
     out = tmp_path / "bm.ptx"
     proc = subprocess.run([nvcc, "--ptx", "-arch=sm_80", "-o", str(out), str(src)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     ptx = out.read_text()
-    m = re.search(rf"\.entry\s+{M.BLOCK_MATCH_KERNEL}\s*\((.*?)\)", ptx, re.S)
+    m = re.search(rf"\.entry\s+{BLOCK_MATCH_KERNEL}\s*\((.*?)\)", ptx, re.S)
     assert m, "kernel entry point missing"
     params = re.findall(r"\.param\s+\.(\w+)", m.group(1))
     prev = np.zeros((1, 16, 16), np.float32)
     pred = np.zeros((1, 2, 2, 2), np.int32)
     cost = np.zeros((1, 2, 2, 9), np.float32)
-    _, block, args = M.block_match_launch(prev, prev, pred, cost, 8, 1)
+    _, block, args = block_match_launch(prev, prev, pred, cost, 8, 1)
     assert params == ["u64" if isinstance(a, np.ndarray) else "u32" for a in args]
     threads = int(re.search(r"#define\s+BLOCK_MATCH_THREADS\s+(\d+)", src.read_text()).group(1))
     assert block == (threads,)
@@ -349,22 +378,22 @@ def _emulate_block_match(grid, block, args):
 
 
 def test_cuda_launcher_matches_the_reference(monkeypatch):
-    monkeypatch.setattr(M, "_block_match_kernel", lambda: _emulate_block_match)
+    monkeypatch.setattr(block_match, "_block_match_kernel", lambda: _emulate_block_match)
     rng = np.random.default_rng(5)
     prev = rng.uniform(0, 255, (2, 11, 14)).astype(np.float32)
     cur = rng.uniform(0, 255, (2, 11, 14)).astype(np.float32)
     pred = rng.integers(-2, 3, (2, 2, 3, 2)).astype(np.int32)
-    got = M._sad_cost_volume_cuda(prev, cur, pred, 4, 1)
-    np.testing.assert_allclose(got, M.sad_cost_volume(prev, cur, pred, 4, 1), rtol=1e-5)
+    got = _sad_cost_volume_cuda(prev, cur, pred, 4, 1)
+    np.testing.assert_allclose(got, sad_cost_volume(prev, cur, pred, 4, 1), rtol=1e-5)
 
 
 def test_accumulator_streams_chunks_like_the_whole(clips):
     r, info, a = clips["diag"]
-    whole = M.MotionAccumulator(info.fps, mv_size=(info.width, info.height),
-                                source_size=(info.display_width, info.display_height))
+    whole = MotionAccumulator(info.fps, mv_size=(info.width, info.height),
+                              source_size=(info.display_width, info.display_height))
     whole.add(a.frames, a.frame_indices, a.times, a.mv_samples)
-    streamed = M.MotionAccumulator(info.fps, mv_size=(info.width, info.height),
-                                   source_size=(info.display_width, info.display_height))
+    streamed = MotionAccumulator(info.fps, mv_size=(info.width, info.height),
+                                 source_size=(info.display_width, info.display_height))
     for s in range(0, len(a), 3):
         mv = [m for m in a.mv_samples if s <= np.searchsorted(a.frame_indices, m[1]) < s + 3]
         streamed.add(a.frames[s:s + 3], a.frame_indices[s:s + 3], a.times[s:s + 3], mv)
@@ -376,7 +405,7 @@ def test_accumulator_streams_chunks_like_the_whole(clips):
     first, second = whole.score(0, half, "frames"), whole.score(half, None, "frames")
     assert first.num_samples + second.num_samples == whole.score(method="frames").num_samples
     # No vectors in a span -> the frame method answers.
-    only_frames = M.MotionAccumulator(info.fps, source_size=(info.display_width, info.display_height))
+    only_frames = MotionAccumulator(info.fps, source_size=(info.display_width, info.display_height))
     only_frames.add(a.frames, a.frame_indices, a.times, a.mv_samples)
     assert only_frames.score().method == "frames" and only_frames.score().available
 
@@ -390,15 +419,15 @@ def test_rectangle_sums_equal_the_painted_field(name):
     info = probe(path)
     a = decode_for_analysis(path, info, sample_fps=0.5, mv_sample_fps=4.0)
     w, h = info.width, info.height
-    ny, nx = M.patch_grid(w, h)
+    ny, nx = patch_grid(w, h)
     assert a.mv_samples
     for _, _, mvs in a.mv_samples[:12]:
         for curator in (False, True):
-            fast = M._mv_patch_sums(mvs, w, h, ny, nx, curator)
+            fast = _mv_patch_sums(mvs, w, h, ny, nx, curator)
             assert fast is not None
-            flow = M.flow_from_motion_vectors(mvs, w, h, curator_blocks=curator)
+            flow = flow_from_motion_vectors(mvs, w, h, curator_blocks=curator)
             mag = np.sqrt((flow.astype(np.float64) ** 2).sum(-1)) / (w + h)
-            ey, ex = M._edges(h, ny), M._edges(w, nx)
+            ey, ex = split_edges(h, ny), split_edges(w, nx)
             painted = np.array([[mag[ey[i]:ey[i + 1], ex[j]:ex[j + 1]].sum() for j in range(nx)] for i in range(ny)])
             np.testing.assert_allclose(fast[0], painted, rtol=1e-5, atol=1e-9)
 
@@ -406,7 +435,7 @@ def test_rectangle_sums_equal_the_painted_field(name):
 def test_overlapping_blocks_fall_back_to_painting():
     mvs = mv_records([dict(source=-1, w=16, h=16, dst_x=8, dst_y=8, motion_x=-4, motion_y=0, motion_scale=1),
                       dict(source=-1, w=16, h=16, dst_x=12, dst_y=8, motion_x=-8, motion_y=0, motion_scale=1)])
-    assert M._mv_patch_sums(mvs, 16, 16, 1, 1, False) is None
-    s = M.motion_sample_from_mvs(mvs, 16, 16)
-    flow = M.flow_from_motion_vectors(mvs, 16, 16)
+    assert _mv_patch_sums(mvs, 16, 16, 1, 1, False) is None
+    s = motion_sample_from_mvs(mvs, 16, 16)
+    flow = flow_from_motion_vectors(mvs, 16, 16)
     assert s.patch_sum.sum() == pytest.approx(np.hypot(flow[..., 0], flow[..., 1]).sum() / 32)

@@ -39,6 +39,7 @@ def assert_cuts(found: list[float], expected: list[float]):
         assert abs(f - e) <= TOL_S, f"found {found}, expected {expected}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,expected", [
     ("pyscenedetect_testvideo.mp4", [1.00, 6.01, 13.15]),
     ("torchcodec_nasa_13013.mp4", [8.08]),
@@ -161,6 +162,7 @@ def test_split_scenes_examples():
     assert split_scenes([0, 100, 120], 100, fps, 1.0, 60.0) == [(0, 100)]  # out-of-range cuts ignored
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(1, 3000), fps=st.sampled_from([10.0, 24.0, 29.97, 30.0]),
        cuts=st.lists(st.integers(0, 3000), max_size=30), min_len=st.floats(0, 3), extra=st.floats(0, 20),
@@ -186,6 +188,7 @@ def test_split_scenes_properties(n, fps, cuts, min_len, extra, short):
         assert not any(a < c < b for a, b in spans for c in inner)
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(n=st.integers(0, 5000), fps=st.sampled_from([10.0, 25.0, 29.97]), clip=st.floats(0.5, 20),
        rem=st.floats(0, 5))

@@ -11,12 +11,17 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from conftest import MEDIA
 from curastream import VideoRunConfig, run_videos, stream_videos
+from curastream.engine.device import Device
+from curastream.engine.pipeline import Pipeline, PipelineError, Stage
+from curastream.engine.schemas import CLIP_SCHEMA, VIDEO_SCHEMA
+from curastream.videos.stages import SOURCE_COLUMNS, AnalyzeStage, ClipStage
 from curastream.writers.clip_writer import ClipWriter
 
 META_KEYS_HEAD = ["span_uuid", "source_video", "duration_span", "width_source", "height_source",
@@ -63,6 +68,7 @@ def media_run(tmp_path_factory):
     return out, stats
 
 
+@pytest.mark.slow
 def test_every_video_processed_or_rejected(media_run):
     out, stats = media_run
     summary = json.loads((out / "summary.json").read_text())
@@ -82,6 +88,7 @@ def test_every_video_processed_or_rejected(media_run):
     assert "counted from packets" in " ".join(warned["moviepy_no_duration.webm"])
 
 
+@pytest.mark.slow
 def test_layout_and_metadata_follow_spec(media_run):
     out, _ = media_run
     for d in ("clips", "filtered_clips", "previews", "metas/v0", "processed_videos", "processed_clip_chunks"):
@@ -105,6 +112,7 @@ def test_layout_and_metadata_follow_spec(media_run):
     assert raw.startswith('{\n    "span_uuid"'), "4-space indent"
 
 
+@pytest.mark.slow
 def test_clips_decode_with_expected_duration(media_run):
     out, _ = media_run
     for m in _metas(out)[:25]:
@@ -117,6 +125,7 @@ def test_clips_decode_with_expected_duration(media_run):
         assert abs((e - s) - span) < tol, (m["source_video"], s, e, n, span)
 
 
+@pytest.mark.slow
 def test_previews_are_animated_webp(media_run):
     out, _ = media_run
     webps = sorted((out / "previews").rglob("*.webp"))
@@ -130,6 +139,7 @@ def test_previews_are_animated_webp(media_run):
         assert int(a) < int(b)
 
 
+@pytest.mark.slow
 def test_processed_json_and_index(media_run):
     out, _ = media_run
     for p in (out / "processed_videos").rglob("*.json"):
@@ -152,13 +162,14 @@ def test_processed_json_and_index(media_run):
         assert listed[rel]["sha256"] == hashlib.sha256((out / rel).read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_shot_cuts_found_in_reencoded_clips(tmp_path):
     src = MEDIA / "videos" / "pyscenedetect_testvideo.mp4"
     if not src.exists():
         pytest.skip("shared media absent")
     out = tmp_path / "o"
     run_videos(VideoRunConfig(sources=[str(src)], output=str(out), split="scenes", clip_mode="reencode",
-                              clip_len_s=60, motion_filter=False, progress=False))
+                              clip_len=60, motion_filter=False, progress=False))
     starts = sorted(m["duration_span"][0] for m in _metas(out))
     cuts = starts[1:]
     for want in (1.0, 6.01, 13.15):
@@ -173,7 +184,7 @@ def test_shot_cuts_found_in_reencoded_clips(tmp_path):
 def test_motion_ranks_static_and_pans(samples, tmp_path):
     vids, d = samples
     out = tmp_path / "o"
-    run_videos(VideoRunConfig(sources=[str(d)], output=str(out), split="fixed", clip_len_s=10, progress=False))
+    run_videos(VideoRunConfig(sources=[str(d)], output=str(out), split="fixed", clip_len=10, progress=False))
     by_video = {Path(m["source_video"]).stem: m for m in _metas(out)}
     static, slow, fast = by_video["static"], by_video["pan_slow"], by_video["pan_fast"]
     assert static.get("filtered_by") == ["motion"] and not static["valid"]
@@ -192,7 +203,7 @@ def test_motion_ranks_static_and_pans(samples, tmp_path):
 def test_codec_motion_vectors_rank_the_same(samples, tmp_path):
     _, d = samples
     out = tmp_path / "o"
-    run_videos(VideoRunConfig(sources=[str(d)], output=str(out), split="fixed", clip_len_s=10,
+    run_videos(VideoRunConfig(sources=[str(d)], output=str(out), split="fixed", clip_len=10,
                               motion_method="vectors", progress=False))
     g = {Path(m["source_video"]).stem: (m.get("motion_score") or {"global_mean": 0})["global_mean"]
          for m in _metas(out)}
@@ -202,7 +213,7 @@ def test_codec_motion_vectors_rank_the_same(samples, tmp_path):
 def test_fixed_stride_single_pass_reencode(samples, tmp_path):
     vids, d = samples
     out = tmp_path / "o"
-    run_videos(VideoRunConfig(sources=[str(vids["pan_slow"].path)], output=str(out), split="fixed", clip_len_s=1.0,
+    run_videos(VideoRunConfig(sources=[str(vids["pan_slow"].path)], output=str(out), split="fixed", clip_len=1.0,
                               clip_mode="reencode", motion_filter=False, progress=False))
     metas = sorted(_metas(out), key=lambda m: m["duration_span"][0])
     assert [round(m["duration_span"][0], 3) for m in metas] == [0.0, 1.0, 2.0, 3.0]
@@ -229,7 +240,7 @@ def test_embedding_and_caption_plugins(samples, tmp_path):
         return f"{frames.shape[0]} frames"
 
     out = tmp_path / "o"
-    run_videos(VideoRunConfig(sources=[str(vids["pan_fast"].path)], output=str(out), split="fixed", clip_len_s=2,
+    run_videos(VideoRunConfig(sources=[str(vids["pan_fast"].path)], output=str(out), split="fixed", clip_len=2,
                               generate_embeddings=True, embedder=embed, captioner=caption,
                               caption_models=["demo"], progress=False))
     metas = _metas(out)
@@ -248,7 +259,7 @@ def test_embedding_and_caption_plugins(samples, tmp_path):
 def test_resume_completes_a_partial_output(samples, tmp_path):
     _, d = samples
     out = tmp_path / "o"
-    cfg = dict(sources=[str(d)], output=str(out), split="fixed", clip_len_s=2, progress=False)
+    cfg = dict(sources=[str(d)], output=str(out), split="fixed", clip_len=2, progress=False)
     run_videos(VideoRunConfig(**cfg))
     before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     victim = next((out / "processed_videos").glob("pan_fast*.json"))
@@ -268,6 +279,7 @@ def test_stream_videos_yields_clip_batches(samples):
     vids, _ = samples
     batches = list(stream_videos([str(vids["three_shots"].path)], VideoRunConfig(sources=["-"], split="scenes")))
     assert len(batches) == 1
+    assert isinstance(batches[0], pa.RecordBatch) and batches[0].schema.equals(CLIP_SCHEMA)
     b = batches[0].to_pydict()
     starts = sorted(b["start_s"])
     assert len(starts) == 3 and abs(starts[1] - 2.0) <= 0.5 and abs(starts[2] - 4.0) <= 0.5
@@ -275,3 +287,54 @@ def test_stream_videos_yields_clip_batches(samples):
     for data in b["media"][:1]:
         with av.open(io.BytesIO(data)) as c:
             assert sum(1 for _ in c.decode(video=0)) > 10
+
+
+class _Needs(Stage):
+    name = "needs"
+
+    def __init__(self, *columns: str):
+        self.requires = columns
+
+    def process(self, b):
+        return b
+
+
+def _video_stages(*between: Stage) -> list[Stage]:
+    cfg = VideoRunConfig(sources=["-"])
+    return [AnalyzeStage(cfg, Device("cpu", None)), *between, ClipStage(cfg)]
+
+
+def test_video_pipeline_is_schema_checked_at_build(samples, tmp_path, monkeypatch):
+    vids, _ = samples
+    Pipeline(iter(()), _video_stages(), schema=VIDEO_SCHEMA, source_columns=SOURCE_COLUMNS)  # the real wiring
+    with pytest.raises(PipelineError, match="no earlier stage provides"):
+        # declared, but only the clip stage (after this one) makes it
+        Pipeline(iter(()), _video_stages(_Needs("clips")), schema=VIDEO_SCHEMA, source_columns=SOURCE_COLUMNS)
+    with pytest.raises(PipelineError, match="no earlier stage provides"):
+        Pipeline(iter(()), _video_stages(_Needs("no_such_column")), schema=VIDEO_SCHEMA,
+                 source_columns=SOURCE_COLUMNS)
+    # both entry points build their pipeline with the schema: a stage asking for a column no
+    # one makes stops them before any video is read
+    monkeypatch.setattr(ClipStage, "requires", ClipStage.requires + ("no_such_column",))
+    out = tmp_path / "o"
+    with pytest.raises(PipelineError, match="no_such_column"):
+        run_videos(VideoRunConfig(sources=[str(vids["pan_fast"].path)], output=str(out), progress=False))
+    with pytest.raises(PipelineError, match="no_such_column"):
+        next(stream_videos([str(vids["pan_fast"].path)], VideoRunConfig(sources=["-"])))
+
+
+def test_video_batches_between_stages(samples):
+    """The analysis side data ends at the clip stage; clips ride in the video row."""
+    vids, _ = samples
+    from curastream.videos.stages import ANALYSIS_SIDECAR, source_batch
+
+    cfg = VideoRunConfig(sources=["-"], split="fixed", clip_len=2, previews=True)
+    b = source_batch(str(vids["pan_fast"].path), None, 0)
+    a = AnalyzeStage(cfg, Device("cpu", None)).process(b)
+    assert a.values("status") == ["ok"] and a.records.schema.names == [n for n in VIDEO_SCHEMA.names if n in a]
+    assert a.sidecar["score_frames"][0] and a.nbytes > sum(f.nbytes for _, f in a.sidecar["score_frames"][0])
+    c = ClipStage(cfg).process(a)
+    assert not set(ANALYSIS_SIDECAR) & set(c.sidecar)
+    clips = c.records.column("clips")[0].values
+    assert len(clips) == len(c.sidecar["clip_records"][0]) == 2
+    assert pa.RecordBatch.from_struct_array(clips).schema.equals(CLIP_SCHEMA)

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curastream.writers.arrow_columns import table
+from curastream.engine.columns import table
 from curastream.engine.schemas import REJECT_SCHEMA
 from curastream.engine.storage import Storage
 

@@ -1,17 +1,15 @@
 """The record kinds that flow through a run, declared once.
 
-Each pipeline checks its stages against one of these schemas when it is built (a stage may
-only add declared columns, with the declared type). Decoded pixels never enter Arrow: they
-travel beside the record batch in :attr:`Batch.sidecar`, row-aligned, and are dropped by the
-last stage that needs them.
+Each pipeline checks its stages' ``requires``/``provides`` against one of these schemas when it
+is built (a stage may only add declared columns, and only read columns made before it), and
+every column a stage sets gets its declared type (:meth:`Batch.with_columns` builds it from the
+schema's field, and refuses an Arrow array of another type). Decoded pixels never enter Arrow: they travel beside the record batch in
+:attr:`curastream.engine.batch.Batch.sidecar`, row-aligned, and are dropped by the last stage
+that needs them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
 import pyarrow as pa
 
 
@@ -78,6 +76,34 @@ CLIP_SCHEMA = pa.schema(
     ]
 )
 
+# One row per input video, the unit of the video pipeline: its clips ride along as a list
+# column (``clips``, rows of CLIP_SCHEMA), because a video yields zero or more clips and a
+# rejected one must still reach the sink with its reason.
+VIDEO_SCHEMA = pa.schema(
+    [
+        pa.field("video", pa.string(), nullable=False),  # absolute path or URL, as given
+        pa.field("source_bytes", pa.int64()),
+        pa.field("status", pa.string()),  # "ok" or "rejected"
+        pa.field("reject_stage", pa.string()),
+        pa.field("reject_reason", pa.string()),
+        pa.field("width", pa.int32()),  # coded size
+        pa.field("height", pa.int32()),
+        pa.field("display_width", pa.int32()),  # upright, SAR applied
+        pa.field("display_height", pa.int32()),
+        pa.field("fps", pa.float64()),
+        pa.field("num_frames", pa.int64()),
+        pa.field("duration", pa.float64()),
+        pa.field("video_codec", pa.string()),
+        pa.field("pixel_format", pa.string()),
+        pa.field("audio_codec", pa.string()),
+        pa.field("decode_errors", pa.int32()),
+        pa.field("analysis_s", pa.float64()),
+        pa.field("motion_method", pa.string()),
+        pa.field("warnings", pa.string()),  # newline-separated; processed, but the user should know
+        pa.field("clips", pa.list_(pa.struct(list(CLIP_SCHEMA)))),
+    ]
+)
+
 # rejects.parquet: every input a run did not write, with the stage and the reason.
 REJECT_SCHEMA = pa.schema(
     [
@@ -90,65 +116,4 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"images": IMAGE_SCHEMA, "clips": CLIP_SCHEMA, "rejects": REJECT_SCHEMA}
-
-
-def empty_columns(schema: pa.Schema, n: int) -> dict[str, list]:
-    return {name: [None] * n for name in schema.names}
-
-
-@dataclass
-class Batch:
-    """A record batch in flight plus row-aligned data that must not go into Arrow.
-
-    Stages work on plain column lists (cheap to update row by row) and the batch turns into a
-    typed :class:`pyarrow.RecordBatch` with :meth:`to_arrow` wherever it leaves the process
-    (IPC, Parquet) — so every exit is checked against the declared schema.
-    """
-
-    schema: pa.Schema
-    columns: dict[str, list]
-    seq: int = 0
-    sidecar: dict[str, list] = field(default_factory=dict)
-
-    @classmethod
-    def new(cls, schema: pa.Schema, rows: list[dict[str, Any]], seq: int = 0) -> "Batch":
-        cols = empty_columns(schema, len(rows))
-        for i, row in enumerate(rows):
-            for k, v in row.items():
-                if k not in cols:
-                    raise KeyError(f"column {k!r} is not in the schema")
-                cols[k][i] = v
-        return cls(schema, cols, seq)
-
-    @property
-    def num_rows(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0
-
-    @property
-    def nbytes(self) -> int:
-        n = 0
-        for name in ("data", "image_bytes", "media", "preview"):
-            for v in self.columns.get(name) or ():
-                if v is not None:
-                    n += len(v)
-        for values in self.sidecar.values():
-            for v in values:
-                if isinstance(v, np.ndarray):
-                    n += v.nbytes
-                elif hasattr(v, "nbytes") and isinstance(v.nbytes, int):
-                    n += v.nbytes
-        return n
-
-    def row(self, i: int) -> dict[str, Any]:
-        return {k: v[i] for k, v in self.columns.items()}
-
-    def rows(self):
-        for i in range(self.num_rows):
-            yield self.row(i)
-
-    def to_arrow(self, columns: list[str] | None = None, drop: tuple[str, ...] = ()) -> pa.RecordBatch:
-        names = [n for n in (columns or self.schema.names) if n not in drop]
-        fields = [self.schema.field(n) for n in names]
-        arrays = [pa.array(self.columns[n], type=f.type) for n, f in zip(names, fields)]
-        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+SCHEMAS = {"images": IMAGE_SCHEMA, "clips": CLIP_SCHEMA, "videos": VIDEO_SCHEMA, "rejects": REJECT_SCHEMA}

@@ -2,11 +2,13 @@
 
 One pipeline definition serves both devices: ``device="mixed"`` (nvJPEG, GPU) on machines with a
 GPU and ``device="cpu"`` (libjpeg-turbo) elsewhere. On CPU it is slower than
-``images.decode.decode_for_analysis`` (DALI decodes at full resolution, simplejpeg decodes
-DCT-scaled; see scripts/bench_decoders.py), so the CPU path exists for parity and testing, and
-the GPU path is the reason for the module.
+``images.cpu_decode`` (DALI decodes at full resolution, simplejpeg decodes DCT-scaled; see
+scripts/bench_decoders.py), so the CPU path exists for parity and testing, and the GPU path is
+the reason for the module.
 
-``nvidia.dali`` is imported inside functions only: the import alone costs ~1.2 s.
+``nvidia.dali`` is imported inside functions only: the import alone costs ~1.2 s, and DALI is
+an optional extra (``curastream[gpu]``), so this module imports without it and
+:func:`require_dali` turns its absence into one clear error before any work.
 
 DALI gotchas handled here (see shared FACTS.md):
 * CPU-only pipelines need ``device_id=None``.
@@ -25,15 +27,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from curastream.images.decode import (
-    ANALYSIS_SIZE,
-    DEFAULT_MAX_PIXELS,
-    ImageDecodeError,
-    _check_jpeg_complete,
-    _parse_jpeg_header,
-    decode_for_analysis,
-    probe_image,
-)
+from curastream.images.cpu_decode import ANALYSIS_SIZE, decode_cpu
+from curastream.images.jpeg import check_jpeg_complete
+from curastream.images.probe import DEFAULT_MAX_PIXELS, ImageDecodeError, parse_jpeg_header, probe_image
 
 __all__ = [
     "DaliDecodePipeline",
@@ -41,7 +37,10 @@ __all__ = [
     "dali_decode_batch",
     "decode_one",
     "make_decode_pipeline",
+    "require_dali",
 ]
+
+DALI_MISSING = "the DALI decoder needs NVIDIA DALI: pip install 'curastream[gpu]'"
 
 
 @lru_cache(maxsize=1)
@@ -52,6 +51,13 @@ def dali_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def require_dali() -> None:
+    """Raise ``ValueError`` (one line, how to install it) unless ``nvidia.dali`` imports. Call it
+    where the decoder is chosen, so a missing extra fails the run before any input is read."""
+    if not dali_available():
+        raise ValueError(DALI_MISSING)
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +81,7 @@ class DaliDecodePipeline:
 
     def __init__(self, batch_size: int, num_threads: int, device: str = "cpu",
                  device_id: int | None = None, size: int = ANALYSIS_SIZE):
+        require_dali()
         if device not in ("cpu", "mixed"):
             raise ValueError(f"device must be 'cpu' or 'mixed', got {device!r}")
         if device == "mixed" and device_id is None:
@@ -160,10 +167,10 @@ def dali_decode_batch(pipe: DaliDecodePipeline, datas: list[bytes], *, prevalida
         try:
             probe = probe_image(data, max_pixels=max_pixels)
             if probe.format in ("JPEG", "MPO") and probe.mode in ("RGB", "L"):
-                _check_jpeg_complete(data, _parse_jpeg_header(data))
+                check_jpeg_complete(data, parse_jpeg_header(data))
                 to_dali.append(i)
             else:
-                results[i] = decode_for_analysis(data, probe, size=pipe.size, decoder="turbo")
+                results[i] = decode_cpu(data, probe, size=pipe.size)
         except ImageDecodeError as e:
             results[i] = e
 

@@ -1,5 +1,6 @@
 """Reduced-resolution analysis decode (CPU, PyAV): upright RGB frames, their times, and codec
-motion vectors, whole (``decode_for_analysis``) or in bounded chunks (``iter_analysis_frames``).
+motion vectors, whole (``decode_for_analysis``) or in bounded chunks (``iter_analysis_frames``,
+a thin wrapper over :class:`AnalysisDecoder` driven by an :class:`AnalysisSettings`).
 
 Analysis size: the upright display size (rotation and sample aspect ratio applied) scaled so
 its short side is ``short_side`` (144 by default, ``VideoRunConfig.analysis_short_side``);
@@ -33,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from curastream.videos.probe import VideoInfo
+from curastream.videos.read_ahead import read_ahead  # noqa: F401 - callers import it from here
+from curastream.videos.rotation import upright_size, upright_view
 
 DEFAULT_SHORT_SIDE = 144
 DEFAULT_CHUNK = 256
@@ -79,17 +82,6 @@ def analysis_size(info: VideoInfo, short_side: int = DEFAULT_SHORT_SIDE) -> tupl
     return max(1, int(round(dw * scale))), max(1, int(round(dh * scale)))
 
 
-def _upright(img: np.ndarray, rot: int) -> np.ndarray:
-    """View of a stored-orientation (h, w, 3) image turned clockwise by ``rot`` degrees."""
-    if rot == 90:
-        return np.rot90(img, k=-1)
-    if rot == 180:
-        return img[::-1, ::-1]
-    if rot == 270:
-        return np.rot90(img, k=1)
-    return img
-
-
 class _Sampler:
     """Picks the first frame at or after each point of a ``rate`` grid (None: every frame).
 
@@ -112,6 +104,211 @@ class _Sampler:
         return True
 
 
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How to decode for analysis; one value serves every video of a run.
+
+    sample_fps: None converts every frame (shot detection needs them all); a rate keeps the
+        first frame at or after each 1/sample_fps grid point.
+    motion_pairs: with sample_fps, also keep the frame right after each sampled one, so the
+        frame-based motion kernel has consecutive (t, t+1) pairs.
+    motion_vectors: ask the decoder to export codec motion vectors (H.264 / MPEG family; ignored
+        for other codecs, whose ``mv_samples`` stay empty) and keep those of the first frame
+        carrying vectors at or after each 1/mv_sample_fps grid point.
+    time_limit_s: wall-clock budget for the whole decode; exceeding it raises VideoDecodeTimeout.
+    threads: FFmpeg decoder threads (0: FFmpeg picks, one per core), frame + slice threading.
+    preview_fps / preview_height: also keep upright RGB frames ``preview_height`` px high
+        (display aspect, never upscaled) at about preview_fps, in ``preview_frames``.
+    scale_threads: swscale threads per conversion (0: one per core, PyAV's default). One: a
+        144p output is too small to split, the slice threads' hand-offs cost ~15% more CPU for
+        the same pixels (measured on the bench videos), and the decoder's frame threads and a
+        second video already keep the cores busy.
+    """
+
+    short_side: int = DEFAULT_SHORT_SIDE
+    sample_fps: float | None = None
+    motion_vectors: bool = True
+    mv_sample_fps: float = 2.0
+    time_limit_s: float | None = None
+    threads: int = 0
+    chunk_size: int = DEFAULT_CHUNK
+    motion_pairs: bool = False
+    preview_fps: float | None = None
+    preview_height: int = 240
+    scale_threads: int = 1
+
+
+class AnalysisDecoder:
+    """Decodes ``info``'s video stream into chunks of at most ``settings.chunk_size`` analysis
+    frames; iterate it (once) to run the decode.
+
+    on_frame: called as ``on_frame(time, av.VideoFrame)`` with every decoded picture, full size
+        and in stored orientation, before any sampling: lets one decode also feed clip encoders.
+
+    Every chunk is a fresh array (the consumer may keep it). Packets the decoder rejects are
+    skipped and counted (``decode_errors``); a stream from which no frame decodes raises
+    VideoDecodeError.
+    """
+
+    def __init__(self, path, info: VideoInfo, settings: AnalysisSettings = AnalysisSettings(),
+                 on_frame: Callable[[float, Any], None] | None = None):
+        if settings.chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        self.info, self.settings, self.on_frame = info, settings, on_frame
+        self.src = path if path is not None else info.path
+        self.name = str(getattr(self.src, "name", self.src))
+        self.fps = info.fps if info.fps > 0 else 25.0
+        self.rot = info.rotation % 360
+        self.size = analysis_size(info, settings.short_side)
+        # swscale works in stored orientation: scale to the rotated target, then rotate.
+        self.scale_size = upright_size(*self.size, self.rot)
+        self.preview_scale_size = None
+        if settings.preview_fps:
+            ph = max(2, min(int(settings.preview_height), info.display_height))
+            pw = max(2, int(round(info.display_width * ph / info.display_height)))
+            self.preview_scale_size = upright_size(pw, ph, self.rot)
+        self.want_mvs = bool(settings.motion_vectors) and info.has_motion_vectors_codec
+        self.errors = 0
+        self.messages: list[str] = []
+        self.decoded = 0
+
+    def __iter__(self) -> Iterator[AnalysisFrames]:
+        import av
+
+        s = self.settings
+        deadline = time.monotonic() + s.time_limit_s if s.time_limit_s else None
+        try:
+            container = av.open(self.src, metadata_errors="ignore")
+        except av.error.FFmpegError as e:
+            raise VideoDecodeError(f"{self.name}: cannot open ({e})") from None
+        try:
+            stream = container.streams.video[self.info.stream_index]
+            cc = self._setup_codec(stream.codec_context)
+            self._new_chunk()
+            for packet in self._packets(container, stream):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise VideoDecodeTimeout(f"{self.name}: decode exceeded the time limit of "
+                                             f"{s.time_limit_s:g} s after {self.decoded} frames")
+                try:
+                    frames = cc.decode(packet)
+                except av.error.EOFError:
+                    break
+                except (av.error.FFmpegError, ValueError) as e:
+                    self.errors += 1
+                    if len(self.messages) < 5:
+                        self.messages.append(str(e))
+                    continue
+                for frame in frames:
+                    if self._take(frame, stream.time_base) and len(self._indices) == s.chunk_size:
+                        yield self._emit(False)
+                        self._new_chunk()
+            if self.decoded == 0:
+                detail = ""
+                if self.errors:
+                    detail = f" ({self.errors} packets rejected: {self.messages[0] if self.messages else ''})"
+                raise VideoDecodeError(f"{self.name}: no frame could be decoded{detail}")
+            yield self._emit(True)
+        finally:
+            container.close()
+
+    # -- steps
+
+    def _setup_codec(self, cc):
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        s = self.settings
+        cc.thread_type = "AUTO"
+        cc.thread_count = int(s.threads)
+        if self.want_mvs:
+            cc.options = {"flags2": "+export_mvs"}
+        # One reformatter per output size: each caches its SwsContext, which is the saving.
+        # PyAV < 17 has no threads argument (and its swscale runs on the calling thread).
+        self._sws = {"threads": int(s.scale_threads)} if _av_major(av) >= 17 else {}
+        self._reformatter = VideoReformatter()
+        self._preview_reformatter = VideoReformatter() if s.preview_fps else None
+        self._frame_sampler = _Sampler(s.sample_fps, self.fps)
+        self._mv_sampler = _Sampler(s.mv_sample_fps, self.fps)
+        self._preview_sampler = _Sampler(s.preview_fps, self.fps)
+        self._last_t = -1.0 / self.fps
+        self._last_idx = -1
+        self._pair_pending = False
+        return cc
+
+    @staticmethod
+    def _packets(container, stream):
+        for packet in container.demux(stream):
+            yield packet
+        yield None  # flush the decoder's delayed pictures
+
+    def _new_chunk(self) -> None:
+        wa, ha = self.size
+        self._buf = np.empty((self.settings.chunk_size, ha, wa, 3), np.uint8)
+        self._times: list[float] = []
+        self._indices: list[int] = []
+        self._mvs: list[tuple[float, int, np.ndarray]] = []
+        self._previews: list[tuple[float, int, np.ndarray]] = []
+
+    def _rgb(self, reformatter, frame, size: tuple[int, int]) -> np.ndarray:
+        return reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24",
+                                    interpolation="AREA", **self._sws).to_ndarray()
+
+    def _take(self, frame, tb) -> bool:
+        """Account one decoded picture and keep what is sampled; True when it joined the chunk."""
+        if frame.pts is not None and tb is not None:
+            t = float(frame.pts * tb) - self.info.start_time
+        else:
+            t = self._last_t + 1.0 / self.fps if self.decoded else 0.0
+        self._last_t = t
+        self.decoded += 1
+        # Timeline index, not a decode counter: AVI "drop" packets and VP9 hidden
+        # frames make the two differ, and spans/cuts are turned into times with fps.
+        idx = max(self._last_idx + 1, int(round(t * self.fps)))
+        self._last_idx = idx
+        if self.on_frame is not None:
+            self.on_frame(t, frame)
+        if self._preview_reformatter is not None and self._preview_sampler.take(t):
+            img = self._rgb(self._preview_reformatter, frame, self.preview_scale_size)
+            self._previews.append((t, idx, np.ascontiguousarray(upright_view(img, self.rot))))
+
+        if self.want_mvs and self._mv_sampler.rate is not None:
+            sd = frame.side_data.get("MOTION_VECTORS")
+            if sd is not None and self._mv_sampler.take(t):
+                self._mvs.append((t, idx, sd.to_ndarray()))
+
+        keep = self._frame_sampler.take(t)
+        if not keep and self._pair_pending:
+            keep = True
+            self._pair_pending = False
+        elif keep and self.settings.motion_pairs and self._frame_sampler.rate is not None:
+            self._pair_pending = True
+        if not keep:
+            return False
+
+        rgb = self._rgb(self._reformatter, frame, self.scale_size)
+        self._buf[len(self._indices)] = upright_view(rgb, self.rot)  # the one copy: a view goes in
+        self._times.append(t)
+        self._indices.append(idx)
+        return True
+
+    def _emit(self, final: bool) -> AnalysisFrames:
+        n = len(self._indices)
+        s = self.settings
+        return AnalysisFrames(
+            frames=self._buf[:n],
+            times=np.asarray(self._times, np.float64),
+            frame_indices=np.asarray(self._indices, np.int64),
+            mv_samples=list(self._mvs) if self.want_mvs or s.motion_vectors else None,
+            analysis_size=self.size,
+            source=self.info,
+            decode_errors=self.errors,
+            frames_decoded=self.decoded,
+            last=final,
+            error_messages=list(self.messages),
+            preview_frames=list(self._previews) if s.preview_fps else None,
+        )
+
+
 def iter_analysis_frames(
     path,
     info: VideoInfo,
@@ -128,230 +325,16 @@ def iter_analysis_frames(
     preview_height: int = 240,
     scale_threads: int = 1,
 ) -> Iterator[AnalysisFrames]:
-    """Decode ``info``'s video stream into chunks of at most ``chunk_size`` analysis frames.
-
-    sample_fps: None converts every frame (shot detection needs them all); a rate keeps the
-        first frame at or after each 1/sample_fps grid point.
-    motion_pairs: with sample_fps, also keep the frame right after each sampled one, so the
-        frame-based motion kernel has consecutive (t, t+1) pairs.
-    motion_vectors: ask the decoder to export codec motion vectors (H.264 / MPEG family; ignored
-        for other codecs, whose ``mv_samples`` stay empty) and keep those of the first frame
-        carrying vectors at or after each 1/mv_sample_fps grid point.
-    time_limit_s: wall-clock budget for the whole decode; exceeding it raises VideoDecodeTimeout.
-    threads: FFmpeg decoder threads (0: FFmpeg picks, one per core), frame + slice threading.
-    on_frame: called as ``on_frame(time, av.VideoFrame)`` with every decoded picture, full size
-        and in stored orientation, before any sampling: lets one decode also feed clip encoders.
-    preview_fps / preview_height: also keep upright RGB frames ``preview_height`` px high
-        (display aspect, never upscaled) at about preview_fps, in ``preview_frames``.
-    scale_threads: swscale threads per conversion (0: one per core, PyAV's default). One: a
-        144p output is too small to split, the slice threads' hand-offs cost ~15% more CPU for
-        the same pixels (measured on the bench videos), and the decoder's frame threads and a
-        second video already keep the cores busy.
-
-    Every chunk is a fresh array (the consumer may keep it). Packets the decoder rejects are
-    skipped and counted (``decode_errors``); a stream from which no frame decodes raises
-    VideoDecodeError.
-    """
-    import av
-    from av.video.reformatter import VideoReformatter
-
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be >= 1")
-    deadline = time.monotonic() + time_limit_s if time_limit_s else None
-    wa, ha = analysis_size(info, short_side)
-    rot = info.rotation % 360
-    # swscale works in stored orientation: scale to the rotated target, then rotate.
-    sw, sh = (ha, wa) if rot in (90, 270) else (wa, ha)
-    want_mvs = bool(motion_vectors) and info.has_motion_vectors_codec
-    fps = info.fps if info.fps > 0 else 25.0
-    if preview_fps:
-        ph = max(2, min(int(preview_height), info.display_height))
-        pw = max(2, int(round(info.display_width * ph / info.display_height)))
-        psw, psh = (ph, pw) if rot in (90, 270) else (pw, ph)
-
-    src = path if path is not None else info.path
-    name = str(getattr(src, "name", src))
-    try:
-        container = av.open(src, metadata_errors="ignore")
-    except av.error.FFmpegError as e:
-        raise VideoDecodeError(f"{name}: cannot open ({e})") from None
-    try:
-        stream = container.streams.video[info.stream_index]
-        cc = stream.codec_context
-        cc.thread_type = "AUTO"
-        cc.thread_count = int(threads)
-        if want_mvs:
-            cc.options = {"flags2": "+export_mvs"}
-        # One reformatter per output size: each caches its SwsContext, which is the saving.
-        # PyAV < 17 has no threads argument (and its swscale runs on the calling thread).
-        sws = {"threads": int(scale_threads)} if _av_major(av) >= 17 else {}
-        reformatter = VideoReformatter()
-        preview_reformatter = VideoReformatter() if preview_fps else None
-        tb = stream.time_base
-        t0 = info.start_time
-
-        frame_sampler = _Sampler(sample_fps, fps)
-        mv_sampler = _Sampler(mv_sample_fps, fps)
-        preview_sampler = _Sampler(preview_fps, fps)
-        errors = 0
-        messages: list[str] = []
-        decoded = 0
-        last_t = -1.0 / fps
-        last_idx = -1
-        pair_pending = False
-
-        buf = np.empty((chunk_size, ha, wa, 3), np.uint8)
-        times: list[float] = []
-        indices: list[int] = []
-        mvs: list[tuple[float, int, np.ndarray]] = []
-        previews: list[tuple[float, int, np.ndarray]] = []
-
-        def emit(final: bool) -> AnalysisFrames:
-            n = len(indices)
-            return AnalysisFrames(
-                frames=buf[:n],
-                times=np.asarray(times, np.float64),
-                frame_indices=np.asarray(indices, np.int64),
-                mv_samples=list(mvs) if want_mvs or motion_vectors else None,
-                analysis_size=(wa, ha),
-                source=info,
-                decode_errors=errors,
-                frames_decoded=decoded,
-                last=final,
-                error_messages=list(messages),
-                preview_frames=list(previews) if preview_fps else None,
-            )
-
-        def packets():
-            for packet in container.demux(stream):
-                yield packet
-            yield None  # flush the decoder's delayed pictures
-
-        for packet in packets():
-            if deadline is not None and time.monotonic() > deadline:
-                raise VideoDecodeTimeout(
-                    f"{name}: decode exceeded the time limit of {time_limit_s:g} s after {decoded} frames"
-                )
-            try:
-                frames = cc.decode(packet)
-            except av.error.EOFError:
-                break
-            except (av.error.FFmpegError, ValueError) as e:
-                errors += 1
-                if len(messages) < 5:
-                    messages.append(str(e))
-                continue
-            for frame in frames:
-                if frame.pts is not None and tb is not None:
-                    t = float(frame.pts * tb) - t0
-                else:
-                    t = last_t + 1.0 / fps if decoded else 0.0
-                last_t = t
-                decoded += 1
-                # Timeline index, not a decode counter: AVI "drop" packets and VP9 hidden
-                # frames make the two differ, and spans/cuts are turned into times with fps.
-                idx = max(last_idx + 1, int(round(t * fps)))
-                last_idx = idx
-                if on_frame is not None:
-                    on_frame(t, frame)
-                if preview_reformatter is not None and preview_sampler.take(t):
-                    img = preview_reformatter.reformat(frame, width=psw, height=psh, format="rgb24",
-                                                       interpolation="AREA", **sws).to_ndarray()
-                    previews.append((t, idx, np.ascontiguousarray(_upright(img, rot))))
-
-                if want_mvs and mv_sampler.rate is not None:
-                    sd = frame.side_data.get("MOTION_VECTORS")
-                    if sd is not None and mv_sampler.take(t):
-                        mvs.append((t, idx, sd.to_ndarray()))
-
-                keep = frame_sampler.take(t)
-                if not keep and pair_pending:
-                    keep = True
-                    pair_pending = False
-                elif keep and motion_pairs and frame_sampler.rate is not None:
-                    pair_pending = True
-                if not keep:
-                    continue
-
-                rgb = reformatter.reformat(frame, width=sw, height=sh, format="rgb24",
-                                           interpolation="AREA", **sws).to_ndarray()
-                buf[len(indices)] = _upright(rgb, rot)  # the one copy: a view goes in
-                times.append(t)
-                indices.append(idx)
-                if len(indices) == chunk_size:
-                    yield emit(False)
-                    buf = np.empty((chunk_size, ha, wa, 3), np.uint8)
-                    times, indices, mvs, previews = [], [], [], []
-
-        if decoded == 0:
-            detail = f" ({errors} packets rejected: {messages[0] if messages else ''})" if errors else ""
-            raise VideoDecodeError(f"{name}: no frame could be decoded{detail}")
-        yield emit(True)
-    finally:
-        container.close()
-
-
-_END = object()
-
-
-def read_ahead(chunks: Iterator[AnalysisFrames], depth: int = 1) -> Iterator[AnalysisFrames]:
-    """Run the generator ``chunks`` (e.g. :func:`iter_analysis_frames`) on a thread of its own,
-    at most ``depth`` chunks ahead of the consumer; yields the same chunks in the same order and
-    re-raises its exceptions (VideoDecodeError, the time limit) at the same point.
-
-    Without it the decoder stops whenever the consumer runs its kernels on a chunk: FFmpeg's
-    frame threads only work ahead by a few pictures. With it the kernels overlap the decode of
-    the next chunk, which matters when one video is left in flight (its kernels on one core,
-    the decoder's threads on the other). The generator is closed on the reading thread when the
-    consumer stops early (its ``finally`` closes the container), and this waits for that.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not put((chunk, None)):
-                    return
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            put((_END, e))
-            return
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-        put((_END, None))
-
-    thread = threading.Thread(target=produce, name="video-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, err = q.get()
-            if item is _END:
-                if err is not None:
-                    raise err
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
+    """Keyword form of ``AnalysisDecoder(path, info, AnalysisSettings(...), on_frame)``; see
+    :class:`AnalysisSettings` for the parameters. A generator: nothing runs until the first
+    chunk is asked for."""
+    settings = AnalysisSettings(
+        short_side=short_side, sample_fps=sample_fps, motion_vectors=motion_vectors,
+        mv_sample_fps=mv_sample_fps, time_limit_s=time_limit_s, threads=threads,
+        chunk_size=chunk_size, motion_pairs=motion_pairs, preview_fps=preview_fps,
+        preview_height=preview_height, scale_threads=scale_threads,
+    )
+    yield from AnalysisDecoder(path, info, settings, on_frame)
 
 
 def concat_chunks(chunks: list[AnalysisFrames]) -> AnalysisFrames:

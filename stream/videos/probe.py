@@ -1,6 +1,10 @@
 """Probe a video cheaply: container header, one decoded frame, and a packet count only when the
 header has no duration. Nothing else is decoded.
 
+The probe is a chain of small steps over one open container (:class:`_Probe`): check the file,
+open it, pick the stream, read the first picture, the frame rate, the header's timing, count
+packets when the header has none, and derive the display size.
+
 Conventions (every other video module relies on them):
 
 * ``width``/``height`` are the decoded picture size (e.g. 1920x1080, not the 1088 macroblock
@@ -27,10 +31,12 @@ that are there and counts the errors.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import IO, Any
+from typing import Any
+
+from curastream.videos.mp4box import missing_moov
+from curastream.videos.rotation import cw_from_ccw, upright_size
 
 MIN_FPS = 0.1
 MAX_FPS = 1000.0
@@ -84,58 +90,13 @@ class VideoInfo:
     @property
     def upright_size(self) -> tuple[int, int]:
         """(w, h) of the stored picture after rotation, before the SAR is applied."""
-        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+        return upright_size(self.width, self.height, self.rotation)
 
 
 def _name_of(path_or_file: Any) -> str:
     if isinstance(path_or_file, (str, os.PathLike)):
         return os.fspath(path_or_file)
     return str(getattr(path_or_file, "name", "<file object>"))
-
-
-def _mp4_missing_moov(path_or_file: Any) -> bool:
-    """True for an ISO-BMFF file (ftyp first) whose top-level boxes hold no moov.
-
-    FFmpeg's exception only says "Invalid data"; this names the usual cause (a recording that
-    was never finalised, or a download cut before the index at the end).
-    """
-    try:
-        if isinstance(path_or_file, (str, os.PathLike)):
-            f: IO[bytes] = open(path_or_file, "rb")
-            close = True
-        else:
-            f, close = path_or_file, False
-            f.seek(0)
-        try:
-            size_total = os.fstat(f.fileno()).st_size if close else None
-            pos, first = 0, True
-            while True:
-                f.seek(pos)
-                head = f.read(16)
-                if len(head) < 8:
-                    return not first
-                size, kind = struct.unpack(">I4s", head[:8])
-                if first and kind != b"ftyp":
-                    return False
-                first = False
-                if kind == b"moov":
-                    return False
-                if size == 1 and len(head) >= 16:
-                    size = struct.unpack(">Q", head[8:16])[0]
-                elif size == 0:
-                    return True
-                if size < 8:
-                    return True
-                pos += size
-                if size_total is not None and pos >= size_total:
-                    return True
-        finally:
-            if close:
-                f.close()
-            else:
-                f.seek(0)
-    except (OSError, ValueError, struct.error):
-        return False
 
 
 def _pick_stream(container):
@@ -179,17 +140,6 @@ def _bit_depth(pix_fmt: str) -> int:
         return 8
 
 
-def normalise_rotation(ccw_degrees: float | None) -> int:
-    """FFmpeg's counter-clockwise display-matrix angle -> our clockwise 0/90/180/270."""
-    if ccw_degrees is None:
-        return 0
-    try:
-        cw = (-float(ccw_degrees)) % 360.0
-    except (TypeError, ValueError):
-        return 0
-    return int(round(cw / 90.0)) % 4 * 90
-
-
 def _first_frame(container, stream):
     """Decode pictures until the first one appears; None when the stream holds none."""
     packets = 0
@@ -224,57 +174,86 @@ def _count_packets(container, stream) -> tuple[int, float | None, float | None]:
     return n, first, end
 
 
-def probe(path_or_file) -> VideoInfo:
-    """Describe the first/default video stream of a file; raise VideoProbeError if unusable."""
-    import av
+_RAW_FORMATS = ("h264", "hevc", "mpegvideo", "m4v", "h263", "rawvideo", "obu", "ivf")
 
-    name = _name_of(path_or_file)
-    is_path = isinstance(path_or_file, (str, os.PathLike))
-    if is_path and not os.path.exists(name):
-        raise VideoProbeError("file not found", name)
-    if is_path and os.path.getsize(name) == 0:
-        raise VideoProbeError("empty file", name)
 
-    def open_container():
+@dataclass
+class _Picture:
+    """What the first decoded picture tells: the facts the header may lack or get wrong."""
+
+    width: int
+    height: int
+    pix_fmt: str
+    rotation: int  # clockwise, our convention
+    sar: float
+
+
+class _Probe:
+    """One probe: the source, its open container, and the steps :func:`probe` chains."""
+
+    def __init__(self, path_or_file):
+        self.src = path_or_file
+        self.name = _name_of(path_or_file)
+        self.is_path = isinstance(path_or_file, (str, os.PathLike))
+        self.container = None
+
+    def fail(self, reason: str) -> VideoProbeError:
+        return VideoProbeError(reason, self.name)
+
+    def check_file(self) -> None:
+        if self.is_path and not os.path.exists(self.name):
+            raise self.fail("file not found")
+        if self.is_path and os.path.getsize(self.name) == 0:
+            raise self.fail("empty file")
+
+    def open(self):
+        """(Re)open the container; on failure say why, naming the MP4 without an index."""
+        import av
+
         try:
-            return av.open(path_or_file if not is_path else name, metadata_errors="ignore")
+            self.container = av.open(self.src if not self.is_path else self.name, metadata_errors="ignore")
         except av.error.FFmpegError as e:
-            if _mp4_missing_moov(path_or_file):
-                raise VideoProbeError("moov atom not found (unfinished or truncated MP4: no index)", name) from None
-            raise VideoProbeError(f"not a readable media file ({_ffmpeg_msg(e)})", name) from None
+            if missing_moov(self.src):
+                raise self.fail("moov atom not found (unfinished or truncated MP4: no index)") from None
+            raise self.fail(f"not a readable media file ({_ffmpeg_msg(e)})") from None
+        return self.container
 
-    container = open_container()
-    try:
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+
+    def stream(self):
+        """The video stream to describe, after the checks that rule the file out early."""
+        container = self.container
         stream = _pick_stream(container)
         if stream is None:
-            raise VideoProbeError("no video stream", name)
-        video_rank = next(i for i, s in enumerate(container.streams.video) if s.index == stream.index)
+            raise self.fail("no video stream")
         fmt = container.format.name
         if fmt == "image2" or fmt.endswith("_pipe"):
-            raise VideoProbeError(f"a still image ({fmt}), not a video", name)
-        cc = stream.codec_context
-        if cc is None:  # PyAV gives no decoder context when the codec parameters never arrived
-            raise VideoProbeError("the video stream has no codec parameters (file cut short?)", name)
-        width, height = int(cc.width or 0), int(cc.height or 0)
-        codec = _canonical(cc)
-        tb = stream.time_base
-        raw = container.format.name in ("h264", "hevc", "mpegvideo", "m4v", "h263", "rawvideo", "obu", "ivf")
+            raise self.fail(f"a still image ({fmt}), not a video")
+        if stream.codec_context is None:  # PyAV gives no decoder context when the codec parameters never arrived
+            raise self.fail("the video stream has no codec parameters (file cut short?)")
+        return stream
 
-        frame = _first_frame(container, stream)
+    def picture(self, stream, codec: str) -> _Picture:
+        """Decode the first picture: size fallback, pixel format, rotation and SAR."""
+        cc = stream.codec_context
+        frame = _first_frame(self.container, stream)
         if frame is None:
-            raise VideoProbeError(f"no decodable {codec} frame in the video stream", name)
-        width, height = width or frame.width, height or frame.height
+            raise self.fail(f"no decodable {codec} frame in the video stream")
+        width, height = int(cc.width or 0) or frame.width, int(cc.height or 0) or frame.height
         if width <= 0 or height <= 0:
-            raise VideoProbeError(f"invalid picture size {width}x{height}", name)
+            raise self.fail(f"invalid picture size {width}x{height}")
         pix_fmt = frame.format.name if frame.format is not None else (cc.pix_fmt or "unknown")
-        rotation = normalise_rotation(getattr(frame, "rotation", None))
+        rotation = cw_from_ccw(getattr(frame, "rotation", None))  # PyAV reports FFmpeg's CCW angle
         sar_q = frame.sample_aspect_ratio if getattr(frame, "sample_aspect_ratio", None) else None
         sar_q = sar_q or stream.sample_aspect_ratio or cc.sample_aspect_ratio
         sar = float(sar_q) if sar_q and float(sar_q) > 0 else 1.0
         if not (0.1 <= sar <= 10.0):
             sar = 1.0
+        return _Picture(width, height, pix_fmt, rotation, sar)
 
-        fps = None
+    def frame_rate(self, stream, raw: bool) -> float:
         try:
             avg = float(stream.average_rate) if stream.average_rate else 0.0
         except (TypeError, ZeroDivisionError, ValueError):
@@ -282,70 +261,89 @@ def probe(path_or_file) -> VideoInfo:
         if 0.0 < avg < MIN_FPS:
             # The measured rate (frames over duration) says a frame every 10+ s: another rate
             # guess would turn the header's duration into thousands of empty clips.
-            raise VideoProbeError(f"absurd frame rate: {avg:.3g} fps measured (below {MIN_FPS})", name)
-        for cand in (stream.average_rate, stream.guessed_rate, stream.base_rate, cc.framerate):
+            raise self.fail(f"absurd frame rate: {avg:.3g} fps measured (below {MIN_FPS})")
+        for cand in (stream.average_rate, stream.guessed_rate, stream.base_rate, stream.codec_context.framerate):
             fps = _rate(cand)
             if fps:
-                break
-        if fps is None:
-            if raw:
-                fps = DEFAULT_RAW_FPS
-            else:
-                rates = [stream.average_rate, stream.guessed_rate, stream.base_rate]
-                raise VideoProbeError(f"no usable frame rate (header rates {rates})", name)
+                return fps
+        if raw:
+            return DEFAULT_RAW_FPS
+        rates = [stream.average_rate, stream.guessed_rate, stream.base_rate]
+        raise self.fail(f"no usable frame rate (header rates {rates})")
 
+    def header_timing(self, stream, fps: float) -> tuple[float, float | None, int]:
+        """(start, duration, num_frames) as the header states them; 0/None where it does not."""
+        import av
+
+        tb = stream.time_base
         start = float(stream.start_time * tb) if (stream.start_time is not None and tb) else 0.0
         duration = float(stream.duration * tb) if (stream.duration and tb) else None
-        if not duration and container.duration:
-            duration = container.duration / av.time_base
+        if not duration and self.container.duration:
+            duration = self.container.duration / av.time_base
         num_frames = int(stream.frames or 0)
-        counted = False
         if num_frames <= 0 and duration:
             num_frames = max(1, int(round(duration * fps)))
-        if not duration or num_frames <= 0:
-            # Header without timing (raw Annex-B, live-recorded WebM): demux, don't decode.
-            counted = True
-            idx = stream.index
-            container.close()
-            if not is_path:
-                path_or_file.seek(0)
-            container = open_container()
-            stream = next(s for s in container.streams if s.index == idx)
-            n, first, end = _count_packets(container, stream)
-            if n <= 0:
-                raise VideoProbeError("zero frames in the video stream", name)
-            num_frames = n
-            if first is not None and end is not None and end > first:
-                duration = end - first
-                start = first
-                if raw or not _rate(stream.average_rate):
-                    fps = _rate(n / duration) or fps
-            else:
-                duration = n / fps
-        if num_frames <= 0 or not duration or duration <= 0:
-            raise VideoProbeError("zero frames in the video stream", name)
+        return start, duration, num_frames
 
-        w_disp = max(1, int(round(width * sar)))
-        h_disp = height
-        if rotation in (90, 270):
-            w_disp, h_disp = h_disp, w_disp
-        audio = next(iter(container.streams.audio), None)
+    def counted_timing(self, stream, fps: float, raw: bool):
+        """(stream, start, duration, num_frames, fps) from demuxed packets, on a fresh container.
+
+        For headers without timing (raw Annex-B, live-recorded WebM): demux, don't decode.
+        """
+        idx = stream.index
+        self.container.close()
+        if not self.is_path:
+            self.src.seek(0)
+        container = self.open()
+        stream = next(s for s in container.streams if s.index == idx)
+        n, first, end = _count_packets(container, stream)
+        if n <= 0:
+            raise self.fail("zero frames in the video stream")
+        start = None
+        if first is not None and end is not None and end > first:
+            duration = end - first
+            start = first
+            if raw or not _rate(stream.average_rate):
+                fps = _rate(n / duration) or fps
+        else:
+            duration = n / fps
+        return stream, start, duration, n, fps
+
+    def run(self) -> VideoInfo:
+        container = self.open()
+        stream = self.stream()
+        video_rank = next(i for i, s in enumerate(container.streams.video) if s.index == stream.index)
+        codec = _canonical(stream.codec_context)
+        tb = stream.time_base
+        raw = container.format.name in _RAW_FORMATS
+        pic = self.picture(stream, codec)
+        fps = self.frame_rate(stream, raw)
+        start, duration, num_frames = self.header_timing(stream, fps)
+        counted = not duration or num_frames <= 0
+        if counted:
+            stream, first, duration, num_frames, fps = self.counted_timing(stream, fps, raw)
+            start = start if first is None else first
+        if num_frames <= 0 or not duration or duration <= 0:
+            raise self.fail("zero frames in the video stream")
+        # SAR widens the stored picture; the rotation then turns it upright.
+        w_disp, h_disp = upright_size(max(1, int(round(pic.width * pic.sar))), pic.height, pic.rotation)
+        audio = next(iter(self.container.streams.audio), None)
         return VideoInfo(
-            path=name,
-            container=container.format.name,
-            width=width,
-            height=height,
+            path=self.name,
+            container=self.container.format.name,
+            width=pic.width,
+            height=pic.height,
             display_width=w_disp,
             display_height=h_disp,
-            rotation=rotation,
-            sar=sar,
+            rotation=pic.rotation,
+            sar=pic.sar,
             fps=float(fps),
             num_frames=int(num_frames),
             duration=float(duration),
             video_codec=codec,
-            pixel_format=pix_fmt,
+            pixel_format=pic.pix_fmt,
             audio_codec=_canonical(audio.codec_context) if audio is not None else None,
-            bit_depth=_bit_depth(pix_fmt),
+            bit_depth=_bit_depth(pic.pix_fmt),
             has_motion_vectors_codec=codec in MV_CODECS,
             stream_index=video_rank,
             container_stream_index=int(stream.index),
@@ -353,12 +351,22 @@ def probe(path_or_file) -> VideoInfo:
             time_base=tb,
             counted=counted,
         )
+
+
+def probe(path_or_file) -> VideoInfo:
+    """Describe the first/default video stream of a file; raise VideoProbeError if unusable."""
+    import av
+
+    p = _Probe(path_or_file)
+    p.check_file()
+    try:
+        return p.run()
     except VideoProbeError:
         raise
     except av.error.FFmpegError as e:
-        raise VideoProbeError(f"unreadable video ({_ffmpeg_msg(e)})", name) from None
+        raise p.fail(f"unreadable video ({_ffmpeg_msg(e)})") from None
     finally:
-        container.close()
+        p.close()
 
 
 def _ffmpeg_msg(e: Exception) -> str:

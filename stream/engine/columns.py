@@ -2,9 +2,11 @@
 
 ``pa.array`` first asks pyarrow's pandas shim whether its argument is pandas-like, and that
 imports pandas whenever pandas is installed: 0.45 CPU-s, which every image run paid in its
-writer (7% of a 600-photo run on 2 cores, measured with per-thread CPU). The writers only need
-flat columns of strings, booleans and fixed-width numbers, which ``pa.Array.from_buffers``
-builds from NumPy buffers directly; anything else still goes through ``pa.array``.
+writer (7% of a 600-photo run on 2 cores, measured with per-thread CPU). Stages and writers
+need flat columns of strings, bytes, booleans and fixed-width numbers, which
+``pa.Array.from_buffers`` builds from NumPy buffers directly; anything else still goes through
+``pa.array``. Bytes columns are one join of the values (2.3 ms for 32 x 500 kB, against 16 ms
+for ``pa.array``, which copies value by value).
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def column(values: Sequence[Any], type: pa.DataType) -> pa.Array:
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=n), out=offsets[1:], dtype=np.int32)
         return pa.Array.from_buffers(type, n, [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+                                     null_count=nulls)
+    if pa.types.is_binary(type) or pa.types.is_large_binary(type):
+        offsets = np.zeros(n + 1, dtype=np.int64 if pa.types.is_large_binary(type) else np.int32)
+        if n:
+            np.cumsum(np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int64, count=n),
+                      out=offsets[1:], dtype=offsets.dtype)
+        data = b"".join(v for v in values if v is not None)
+        return pa.Array.from_buffers(type, n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
                                      null_count=nulls)
     if pa.types.is_boolean(type):
         bits = np.fromiter((bool(v) for v in values), dtype=bool, count=n)

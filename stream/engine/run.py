@@ -1,0 +1,62 @@
+"""The run harness both media share: output preparation, progress, IPC, stats and the index.
+
+A media run (images, videos) lists its inputs, opens a :class:`Run`, builds its own sink and
+stages, and calls :meth:`Run.execute` then :meth:`Run.finish`. What differs per medium is what
+"resume" means (committed shards vs. finished videos) and what the sink writes; everything
+around it is here, once, so both pipelines prepare, report and commit their output the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from curastream.engine.ipc import IpcEmitter
+from curastream.engine.output import prepare_output
+from curastream.engine.pipeline import Pipeline
+from curastream.engine.progress import Progress
+from curastream.engine.run_index import write_run_index
+from curastream.engine.stats import RunStats
+from curastream.engine.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Run:
+    """One run into one output. ``cfg`` is a run config (ImageRunConfig / VideoRunConfig)."""
+
+    def __init__(self, kind: str, cfg: Any):
+        self.kind = kind
+        self.cfg = cfg
+        self.storage = Storage(cfg.output, cfg.storage_options)
+        self.resuming = prepare_output(self.storage, cfg.on_existing)
+        self.stats = RunStats(kind=kind)
+        self.emitter = IpcEmitter(cfg.emit_ipc, include_bytes=cfg.emit_ipc_bytes) if cfg.emit_ipc else None
+        self.progress: Progress | None = None
+
+    def start_progress(self, total: int | None, unit: str) -> Progress:
+        self.progress = Progress(total, unit, enabled=self.cfg.progress)
+        return self.progress
+
+    def execute(self, pipeline: Pipeline) -> RunStats:
+        try:
+            pipeline.run()
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+        return self.stats
+
+    def finish(self, extra_index: dict[str, Any] | None = None) -> RunStats:
+        """Write ``--stats`` and the index (the commit point, always last)."""
+        path = self.cfg.stats
+        if path:
+            write_stats(path, self.stats)
+        write_run_index(self.storage, self.kind, self.cfg.to_dict(), self.stats.to_dict(), extra=extra_index)
+        return self.stats
+
+
+def write_stats(path: str, stats: RunStats) -> None:
+    import fsspec
+
+    with fsspec.open(path, "w") as f:
+        f.write(stats.to_json())

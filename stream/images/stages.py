@@ -1,0 +1,255 @@
+"""The image stages: decode -> score -> filter/dedup -> encode, each over IMAGE_SCHEMA batches.
+
+Every stage takes a :class:`~curastream.engine.batch.Batch` and returns a new one with the
+columns it provides. A row that fails anywhere is marked ``status="rejected"`` with the stage
+and reason and flows on to the sink, which records it in the rejects file: a bad file never
+stops the run. Decoded pixels travel in the batch's side data (``probe``, ``analysis``,
+``reencode``) and the encode stage, the last one that needs them, drops them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from curastream.config import ImageFilters
+from curastream.engine.batch import Batch, ok_rows
+from curastream.engine.device import Device
+from curastream.engine.pipeline import Stage
+from curastream.engine.schemas import IMAGE_SCORE_COLUMNS
+from curastream.images.cpu_decode import ANALYSIS_SIZE, decode_full_rgb
+from curastream.images.decode import decode_for_analysis
+from curastream.images.encode import encode_jpeg, needs_reencode
+from curastream.images.jpeg import check_jpeg
+from curastream.images.probe import DEFAULT_MAX_PIXELS, ImageDecodeError, probe_image
+from curastream.kernels.image_scores import luma, score_batch
+from curastream.kernels.phash import NearDuplicateIndex, phash
+
+# What the source makes: the input and its status (read failures are rejected there).
+SOURCE_COLUMNS = ("key", "source", "source_member", "source_bytes", "data", "metadata", "status",
+                  "reject_stage", "reject_reason")
+
+
+class DecodeStage(Stage):
+    """Header probe (dimensions, orientation, bombs) and a reduced-size decode for scoring."""
+
+    name = "decode"
+    requires = ("data", "status")
+    provides = ("source_format", "width", "height", "exif_orientation", "reject_stage", "reject_reason")
+
+    def __init__(self, decoder: str = "auto", workers: int = 2, max_pixels: int | None = None,
+                 device: Device | None = None, check_passthrough: bool = False):
+        self.decoder = decoder
+        self.workers = workers
+        self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+        self.device = device or Device("cpu", None)
+        # Whether the original bytes can go to the shard is decided here, from the same walk
+        # over the JPEG's markers the decode needed (check_jpeg), and handed to the encode
+        # stage, which is then left with the few re-encodes.
+        self.check_passthrough = check_passthrough
+        self._dali = None
+
+    def open(self) -> None:
+        from curastream.images.dali import dali_available, make_decode_pipeline, require_dali
+
+        if self.decoder == "auto" and self.device.is_gpu and dali_available():
+            self.decoder = "dali"  # nvJPEG through DALI's "mixed" decoder beats any CPU path there
+        if self.decoder == "dali":
+            require_dali()
+
+            self._dali_args = dict(device="mixed" if self.device.is_gpu else "cpu",
+                                   device_id=self.device.device_id, size=ANALYSIS_SIZE)
+            self._make_dali = make_decode_pipeline
+
+    def process(self, b: Batch) -> Batch:
+        e = b.edit()
+        data = b.values("data")
+        probes: dict[int, Any] = {}
+        for i in e.ok_rows():
+            try:
+                p = probe_image(data[i], max_pixels=self.max_pixels)
+            except ImageDecodeError as err:
+                e.reject(i, "decode", f"{err.reason}: {err}")
+                continue
+            probes[i] = p
+            e.set("source_format", i, p.format)
+            e.set("width", i, p.width)
+            e.set("height", i, p.height)
+            e.set("exif_orientation", i, p.exif_orientation)
+        pixels: list[np.ndarray | None] = [None] * b.num_rows
+        reencode: list[str | None] = [None] * b.num_rows
+        if self.decoder == "dali" and probes:
+            self._decode_dali(e, data, probes, pixels)
+            if self.check_passthrough:
+                reencode = [None if px is None else needs_reencode(probes[i], data[i]) for i, px in enumerate(pixels)]
+        else:
+            for i, p in probes.items():
+                try:
+                    # One walk over the JPEG's markers serves the decode and the pass-through check.
+                    jpeg = check_jpeg(data[i]) if p.format in ("JPEG", "MPO") else None
+                    pixels[i] = decode_for_analysis(data[i], p, size=ANALYSIS_SIZE, decoder=self.decoder, jpeg=jpeg)
+                except ImageDecodeError as err:
+                    e.reject(i, "decode", f"{err.reason}: {err}")
+                    continue
+                if self.check_passthrough:
+                    reencode[i] = needs_reencode(p, data[i], jpeg=jpeg)
+        side = {"probe": [probes.get(i) for i in range(b.num_rows)], "analysis": pixels}
+        if self.check_passthrough:
+            side["reencode"] = reencode
+        return e.done(sidecar=side)
+
+    def _decode_dali(self, e, data: list, probes: dict[int, Any], pixels: list) -> None:
+        from curastream.images.dali import dali_decode_batch
+
+        idx = list(probes)
+        if self._dali is None or self._dali_batch < len(idx):
+            self._dali_batch = max(len(idx), len(data))
+            self._dali = self._make_dali(batch_size=self._dali_batch, num_threads=self.workers, **self._dali_args)
+        results = dali_decode_batch(self._dali, [data[i] for i in idx])
+        for i, r in zip(idx, results):
+            if isinstance(r, Exception):
+                e.reject(i, "decode", f"corrupt: {r}")
+            else:
+                pixels[i] = r
+
+
+class ScoreStage(Stage):
+    """All pixel scores and the perceptual hash, batched over the analysis images."""
+
+    name = "score"
+    requires = ("width", "status")
+    provides = IMAGE_SCORE_COLUMNS + ("phash",)
+
+    def __init__(self, device: Device | None = None):
+        self.device = device or Device("cpu", None)
+
+    def process(self, b: Batch) -> Batch:
+        analysis = b.sidecar["analysis"]
+        ok = [i for i in ok_rows(b) if analysis[i] is not None]
+        if not ok:
+            return b
+        xp = self.device.xp
+        stack = xp.asarray(np.stack([analysis[i] for i in ok]))
+        y = luma(stack)
+        scores = score_batch(stack, y)
+        hashes = phash(y)
+        if xp is not np:
+            scores = {k: xp.asnumpy(v) for k, v in scores.items()}
+            hashes = xp.asnumpy(hashes)
+        cols: dict[str, list] = {}
+        for name in IMAGE_SCORE_COLUMNS:
+            col = [None] * b.num_rows
+            for j, i in enumerate(ok):
+                col[i] = float(scores[name][j])
+            cols[name] = col
+        ph = [None] * b.num_rows
+        for j, i in enumerate(ok):
+            ph[i] = int(hashes[j])
+        cols["phash"] = ph
+        return b.with_columns(cols)
+
+
+def filter_reason(row: dict[str, Any], f: ImageFilters) -> str | None:
+    """Why a row fails the thresholds, or None. Order: cheapest/most basic first."""
+    w, h = row["width"], row["height"]
+    if f.min_resolution is not None and min(w, h) < f.min_resolution:
+        return f"min_resolution: {w}x{h} has a side below {f.min_resolution} px"
+    if f.max_aspect is not None and max(w, h) / max(1, min(w, h)) > f.max_aspect:
+        return f"max_aspect: {w}x{h} aspect {max(w, h) / max(1, min(w, h)):.1f} > {f.max_aspect}"
+    checks = (
+        ("sharpness", f.min_sharpness, "min"),
+        ("contrast", f.min_contrast, "min"),
+        ("entropy", f.min_entropy, "min"),
+        ("colorfulness", f.min_colorfulness, "min"),
+        ("mean_luma", f.min_brightness, "min"),
+        ("mean_luma", f.max_brightness, "max"),
+        ("frac_dark", f.max_frac_dark, "max"),
+        ("frac_bright", f.max_frac_bright, "max"),
+    )
+    for col, limit, kind in checks:
+        if limit is None or row.get(col) is None:
+            continue
+        v = row[col]
+        if kind == "min" and v < limit:
+            return f"min_{col}: {v:.4g} < {limit}"
+        if kind == "max" and v > limit:
+            return f"max_{col}: {v:.4g} > {limit}"
+    return None
+
+
+FILTER_COLUMNS = ("width", "height") + IMAGE_SCORE_COLUMNS
+
+
+class FilterStage(Stage):
+    """Thresholds, then near-duplicate removal (first in input order is kept)."""
+
+    name = "filter"
+    requires = ("key", "status", "phash") + FILTER_COLUMNS
+    provides = ("duplicate_of", "reject_stage", "reject_reason")
+
+    def __init__(self, filters: ImageFilters, seen: NearDuplicateIndex | None = None):
+        self.filters = filters
+        self.seen = seen if seen is not None else NearDuplicateIndex(filters.dedup_distance)
+
+    def process(self, b: Batch) -> Batch:
+        e = b.edit()
+        keys, hashes = b.values("key"), b.values("phash")
+        for i in e.ok_rows():
+            reason = filter_reason(b.row(i, FILTER_COLUMNS), self.filters)
+            if reason is not None:
+                e.reject(i, "filter", reason)
+                continue
+            if self.filters.dedup and hashes[i] is not None:
+                first = self.seen.find(hashes[i])
+                if first is not None:
+                    e.reject(i, "dedup", f"near_duplicate: pHash within {self.filters.dedup_distance} bits of {first}",
+                             duplicate_of=first)
+                    continue
+                self.seen.add(hashes[i], keys[i])
+        return e.done()
+
+
+class EncodeStage(Stage):
+    """JPEG bytes for the shard: the original when nothing changed it, else a re-encode."""
+
+    name = "encode"
+    requires = ("data", "source_format", "status")
+    provides = ("image_bytes", "passthrough", "reject_stage", "reject_reason")
+
+    def __init__(self, quality: int = 92, workers: int = 2):
+        self.quality = quality
+        self.workers = workers
+
+    def process(self, b: Batch) -> Batch:
+        probes = b.sidecar.get("probe") or [None] * b.num_rows
+        reasons = b.sidecar.get("reencode")
+        data = b.values("data")
+        e = b.edit()
+        out = e.column("image_bytes")
+        passthrough = e.column("passthrough")
+        for i in e.ok_rows():
+            try:
+                why = reasons[i] if reasons is not None else needs_reencode(probes[i], data[i])
+                if why is None:
+                    out[i] = data[i]
+                    passthrough[i] = True
+                else:
+                    out[i] = encode_jpeg(decode_full_rgb(data[i], probes[i]), quality=self.quality)
+                    passthrough[i] = False
+            except ImageDecodeError as err:
+                e.reject(i, "encode", f"{err.reason}: {err}")
+        # pixels are not needed past this point: free them before the batch queues for the writer
+        return e.done(drop_sidecar=True)
+
+
+def image_stages(cfg, device: Device, seen: NearDuplicateIndex | None, encode: bool) -> list[Stage]:
+    stages: list[Stage] = [
+        DecodeStage(cfg.decoder, workers=cfg.workers, max_pixels=cfg.max_pixels, device=device,
+                    check_passthrough=encode),
+        ScoreStage(device),
+        FilterStage(cfg.filters, seen),
+    ]
+    if encode:
+        stages.append(EncodeStage(cfg.jpeg_quality, workers=cfg.workers))
+    return stages

@@ -1,0 +1,44 @@
+"""Clip previews: the animated WebP Curator writes beside a clip."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def make_preview(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    fps_in: float,
+    target_fps: float = 1.0,
+    height: int = 240,
+    quality: int = 50,
+) -> bytes:
+    """Animated WebP as Curator writes it: ``target_fps`` frames a second, ``height`` px high.
+
+    ``frames`` are RGB uint8 (N, h, w, 3), the clip's frames at ``fps_in``; frame k of the preview
+    is the source frame at time k / target_fps. Every preview frame lasts 1000 / target_fps ms.
+    """
+    from PIL import Image
+
+    count = len(frames)
+    if count == 0:
+        raise ValueError("no frames for a preview")
+    step = float(fps_in) / float(target_fps)
+    picks = sorted({min(count - 1, int(k * step)) for k in range(max(1, math.ceil(count / step)))})
+    h0, w0 = np.asarray(frames[0]).shape[:2]
+    size = (max(1, round(w0 * height / h0)), int(height))
+    images = [Image.fromarray(np.ascontiguousarray(frames[i][..., :3])).resize(size, Image.BILINEAR) for i in picks]
+    out = io.BytesIO()
+    images[0].save(
+        out,
+        format="WEBP",
+        save_all=True,
+        append_images=images[1:],
+        duration=round(1000 / float(target_fps)),
+        loop=0,
+        quality=int(quality),
+    )
+    return out.getvalue()

@@ -1,0 +1,50 @@
+"""Keep a video run's resident memory flat in the number of videos.
+
+Measured with scripts/bench_videos.py (9 videos, then the same x10): peak RSS went from 346 MB
+to 548 MB and kept climbing run-long, while the live data per video in flight stays a few MB.
+The cause is glibc's *dynamic* mmap threshold: the first time a large block that came from
+mmap is freed (a decoded frame, a stacked chunk of frames), glibc raises the threshold to that
+size, and from then on every frame-sized block comes from the heap arenas instead. Each decode,
+encode and writer thread gets an arena of its own (up to 8 per core), and freed frames leave
+those heaps fragmented, so RSS ratchets up with every new video until all arenas are as large
+as the worst video they served. ``malloc_trim`` after each video did not help (the holes are
+not at the top of the heaps); capping the arenas at 2 only slowed the climb.
+
+A fixed threshold (setting it switches the dynamic one off) sends frame-sized blocks back to
+mmap, which returns them to the system on free.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+# Below one analysis frame (256x144 RGB is 108 KiB): those are the blocks freed by the thousand.
+MMAP_THRESHOLD = 64 << 10
+
+_done = False
+
+
+def fixed_mmap_threshold() -> bool:
+    """Pin glibc's mmap threshold for this process (once); False where there is no glibc."""
+    global _done
+    if _done:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other libcs: nothing to pin
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    if not _done:
+        log.debug("mallopt(M_MMAP_THRESHOLD) refused")
+    return _done

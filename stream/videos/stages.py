@@ -1,0 +1,398 @@
+"""The video stages: analyse (probe + one decode) -> clips, each over VIDEO_SCHEMA batches.
+
+The unit is a :class:`~curastream.engine.batch.Batch` of VIDEO_SCHEMA, one row per video
+(videos are big: one video per batch). The video row stays the unit up to the sink, and its
+clips ride in it as the ``clips`` list column (rows of CLIP_SCHEMA), rather than the clip stage
+switching to CLIP_SCHEMA batches: a video yields zero or more clips, a rejected video must
+still reach the sink with its reason, and the sink needs the video's own facts
+(``processed_videos/<rel>.json``) next to its clips. One schema end to end keeps the
+build-time requires/provides check whole.
+
+Side data, row-aligned, never in Arrow:
+
+- ``probe`` (:class:`VideoInfo`), ``spans``, ``motion`` (motion samples), ``score_frames``
+  (analysis-size RGB), ``preview_frames`` (240p JPEGs), ``media`` (clips encoded by the
+  single-pass re-encode) — made by AnalyzeStage; ClipStage is the last to need them and drops
+  them.
+- ``clip_records`` (:class:`ClipRecord` per clip) — made by ClipStage for the writer: they
+  hold what CLIP_SCHEMA does not (embeddings, caption windows, per-clip errors, scores before
+  the float32 cast), so metas JSON stays byte for byte what it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from curastream.config import VideoRunConfig
+from curastream.engine.batch import Batch, ok_rows
+from curastream.engine.device import Device
+from curastream.engine.names import printable
+from curastream.engine.pipeline import Stage
+from curastream.engine.schemas import VIDEO_SCHEMA
+from curastream.kernels.image_scores import score_batch
+from curastream.kernels.motion_accumulator import MotionAccumulator
+from curastream.kernels.motion_score import aggregate_motion, passes_motion_filter
+from curastream.kernels.shots import ShotDetector, fixed_stride_spans, frame_features, split_scenes
+from curastream.videos.clip_media import ClipEncoder, ClipMedia, cut_copy, cut_reencode, make_preview
+from curastream.videos.decode import VideoDecodeError, iter_analysis_frames, read_ahead
+from curastream.videos.probe import VideoInfo, VideoProbeError, probe
+from curastream.videos.records import Held, clip_rows, clips_column
+from curastream.writers.clip_model import ClipRecord
+
+log = logging.getLogger(__name__)
+
+SCORE_FPS = 1.0  # per-clip frame scores and plug-in frames: one frame a second is plenty
+MOTION_FPS = 2.0  # Curator samples motion at about 2 frames/s
+# Decoded frames per chunk. The decoder runs one chunk ahead of the kernels (read_ahead), so a
+# video holds up to three chunks: 3 x 128 frames keep a worker's frames at or below the 2 x 256
+# it held before read-ahead (~14 MB per chunk at 256x144), and the kernels of the last chunk,
+# which nothing overlaps, stay short.
+ANALYSIS_CHUNK = 128
+# A 720p decode beside a smaller one, never two 720p at once: see _PixelBudget.
+DECODE_PIXEL_BUDGET = 1280 * 720 * 3 // 2
+
+# What the source makes (a name that cannot be carried into the output is rejected there).
+SOURCE_COLUMNS = ("video", "source_bytes", "status", "reject_stage", "reject_reason")
+PROBE_COLUMNS = ("width", "height", "display_width", "display_height", "fps", "num_frames", "duration",
+                 "video_codec", "pixel_format", "audio_codec")
+ANALYSIS_SIDECAR = ("probe", "spans", "motion", "score_frames", "preview_frames", "media")
+
+
+def source_batch(path: str, size: int | None, seq: int) -> Batch:
+    """A video's row as it enters the pipeline."""
+    bad = name_error(path)
+    return Batch.from_columns(VIDEO_SCHEMA, {
+        "video": [path if bad is None else printable(path)], "source_bytes": [size],
+        "status": ["ok" if bad is None else "rejected"], "reject_stage": [None if bad is None else "read"],
+        "reject_reason": [bad],
+    }, seq=seq)
+
+
+def name_error(path: str) -> str | None:
+    """Why a video's own name cannot be carried into the output, or None."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"file name is not valid UTF-8 ({printable(path)!r}): clip ids, JSON records and "
+                "processed_* paths are made from it; rename the file")
+    return None
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    import simplejpeg
+
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=85, colorsubsampling="420")
+
+
+def _unjpeg(data: bytes) -> np.ndarray:
+    import simplejpeg
+
+    return simplejpeg.decode_jpeg(data)
+
+
+def av_errors() -> tuple[type[BaseException], ...]:
+    import av
+
+    return (av.error.FFmpegError, OSError)
+
+
+class AnalyzeStage(Stage):
+    """Probe and one analysis decode per video: shots, motion samples, score and preview frames."""
+
+    name = "analyze"
+    requires = ("video", "status")
+    provides = ("status", "reject_stage", "reject_reason", *PROBE_COLUMNS, "decode_errors", "analysis_s",
+                "motion_method", "warnings")
+
+    def __init__(self, cfg: VideoRunConfig, device: Device):
+        self.cfg = cfg
+        self.device = device
+        self.workers = 2  # two videos at once: one decode + its kernels leave a core idle
+        self._budget = _PixelBudget(DECODE_PIXEL_BUDGET)
+
+    def process(self, b: Batch) -> Batch:
+        e = b.edit()
+        side: dict[str, list] = {k: [None] * b.num_rows for k in ANALYSIS_SIDECAR}
+        for i in e.ok_rows():
+            t0 = time.perf_counter()
+            self._one(e, side, i, b.values("video")[i])
+            e.set("analysis_s", i, time.perf_counter() - t0)
+        return e.done(sidecar=side)
+
+    def _one(self, e, side: dict[str, list], i: int, path: str) -> None:
+        try:
+            info = probe(path)
+        except VideoProbeError as err:
+            e.reject(i, "probe", str(err))
+            return
+        except Exception as err:  # noqa: BLE001 - PyAV raises assorted types on malformed files
+            # One odd file must not end the run (a 2%-long MP4 once gave an AttributeError
+            # from inside PyAV's objects); the reason names the type so it can be chased.
+            log.warning("probing %s failed unexpectedly", printable(path), exc_info=True)
+            e.reject(i, "probe", f"unreadable ({type(err).__name__}: {err})")
+            return
+        for name in PROBE_COLUMNS:
+            e.set(name, i, getattr(info, name))
+        side["probe"][i] = info
+        try:
+            with self._budget.hold(info.width * info.height):
+                res = self._analyze(path, info)
+        except VideoDecodeError as err:
+            e.reject(i, "decode", str(err))
+            return
+        except av_errors() as err:  # anything FFmpeg raises mid-stream that the decoder did not catch
+            e.reject(i, "decode", f"{type(err).__name__}: {err}")
+            return
+        spans, motion, score_frames, preview_frames, media, decode_errors = res
+        side["spans"][i] = spans
+        side["motion"][i] = motion
+        side["score_frames"][i] = score_frames
+        side["preview_frames"][i] = preview_frames
+        side["media"][i] = media
+        e.set("decode_errors", i, decode_errors)
+        e.set("motion_method", i, motion[0].method if motion else None)
+        warnings = []
+        if info.counted:
+            warnings.append("no duration/frame count in the container header; counted from packets")
+        if decode_errors:
+            warnings.append(f"{decode_errors} undecodable packet(s) skipped")
+        e.set("warnings", i, "\n".join(warnings) or None)
+
+    def _analyze(self, path: str, info: VideoInfo):
+        cfg = self.cfg
+        fps = info.fps
+        scenes = cfg.split == "scenes"
+        detector = ShotDetector(fps) if scenes else None
+        use_mvs = info.has_motion_vectors_codec and cfg.motion_method in ("vectors", "auto")
+        on_frame = None
+        spans: list[tuple[int, int]] = []
+        if not scenes:
+            spans = fixed_stride_spans(info.num_frames, fps, cfg.clip_len, cfg.min_clip_len)
+            if cfg.clip_mode == "reencode" and cfg.upload_clips and not cfg.dry_run:
+                # single pass: the decode that feeds the kernels also feeds the encoders
+                on_frame = _Feeder(spans, info, cfg)
+        score_frames, preview_frames = Held(), Held()
+        decode_errors = 0
+        score_next = 0.0
+        preview_next = 0.0
+        motion = MotionAccumulator(fps, mv_size=(info.width, info.height) if use_mvs else None,
+                                   source_size=None if use_mvs else (info.display_width, info.display_height),
+                                   sample_fps=MOTION_FPS)
+        chunks = iter_analysis_frames(
+            path, info, short_side=cfg.analysis_short_side,
+            sample_fps=None if scenes else MOTION_FPS, motion_pairs=not scenes and not use_mvs,
+            motion_vectors=use_mvs, mv_sample_fps=MOTION_FPS, time_limit_s=cfg.video_time_limit,
+            on_frame=on_frame, preview_fps=1.0 if cfg.previews else None, preview_height=240,
+            chunk_size=ANALYSIS_CHUNK,
+        )
+        # Closed here, not when garbage collected: an exception stored with its traceback
+        # would otherwise keep the reading thread and the open container alive.
+        chunks = read_ahead(chunks)
+        try:
+            for chunk in chunks:
+                if len(chunk.frame_indices) == 0:
+                    continue
+                if detector is not None:
+                    detector.update(frame_features(chunk.frames), chunk.frame_indices)
+                motion.add(chunk.frames, chunk.frame_indices, chunk.times, chunk.mv_samples)
+                for k, t in enumerate(chunk.times):
+                    if t + 1e-9 >= score_next:
+                        score_next = t + 1.0 / SCORE_FPS
+                        score_frames.append((int(chunk.frame_indices[k]), chunk.frames[k].copy()))
+                for t, idx, rgb in getattr(chunk, "preview_frames", None) or ():
+                    if t + 1e-9 >= preview_next:
+                        preview_next = t + 1.0
+                        preview_frames.append((int(idx), _jpeg(rgb)))
+                decode_errors = chunk.decode_errors
+        finally:
+            chunks.close()
+        samples = motion.mv_samples if use_mvs else motion.frame_samples
+        if detector is not None:
+            cuts = detector.finish()
+            spans = split_scenes(cuts, info.num_frames, fps, cfg.min_clip_len, min(cfg.clip_len, cfg.max_clip_len))
+        media = Held(on_frame.finish()) if on_frame is not None else None
+        return spans, samples, score_frames, preview_frames, media, decode_errors
+
+
+class _PixelBudget:
+    """Admits decodes while their frame sizes sum to at most ``limit`` pixels; one decode is
+    always admitted, however large.
+
+    A decoder's memory (frame threads, reference frames, scaler) grows with the frame size, and
+    the run's peak RSS is set by the largest videos that happen to be decoded together: without
+    a bound it depends on the order of the inputs rather than on the largest video.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self.cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int):
+        with self.cond:
+            self.cond.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.used -= pixels
+                self.cond.notify_all()
+
+
+class _Feeder:
+    """Gives every full-size decoded frame to the clip encoders whose span holds it.
+
+    Encoders are made at the first frame: its display rotation (CCW, as PyAV reports it) is
+    what they turn the pixels by. Each is finished as soon as the frames pass its end, so only
+    clips in progress are held.
+    """
+
+    def __init__(self, spans: list[tuple[int, int]], info: VideoInfo, cfg: VideoRunConfig):
+        self.spans_s = [(a / info.fps, b / info.fps) for a, b in spans]
+        self.info, self.cfg = info, cfg
+        self.encoders: list[ClipEncoder | None] | None = None
+        self.results: list[ClipMedia | Exception | None] = [None] * len(spans)
+
+    def __call__(self, t: float, frame) -> None:
+        if self.encoders is None:
+            from fractions import Fraction
+
+            sar = Fraction(self.info.sar).limit_denominator(1000) if self.info.sar and self.info.sar != 1 else None
+            self.encoders = [ClipEncoder(s, e, self.info.fps, frame.width, frame.height, encoder=self.cfg.encoder,
+                                         preset=self.cfg.preset, crf=self.cfg.crf,
+                                         rotation=getattr(frame, "rotation", 0) or 0, sar=sar)
+                             for s, e in self.spans_s]
+        for k, enc in enumerate(self.encoders):
+            if enc is None:
+                continue
+            if enc.accepts(t):
+                enc.push(frame, t)
+            elif t >= enc.end_s:
+                self._close(k)
+
+    def _close(self, k: int) -> None:
+        enc = self.encoders[k]
+        self.encoders[k] = None
+        try:
+            self.results[k] = enc.finish()
+        except Exception as e:  # noqa: BLE001 - one clip's failure is recorded on that clip
+            self.results[k] = e
+
+    def finish(self) -> list[ClipMedia | Exception]:
+        for k in range(len(self.results)):
+            if self.encoders is not None and self.encoders[k] is not None:
+                self._close(k)
+            elif self.results[k] is None:
+                self.results[k] = ValueError("no frame decoded in this span")
+        return self.results
+
+
+class ClipStage(Stage):
+    """Cut clip media, aggregate scores per clip, filter, previews, plug-ins."""
+
+    name = "clips"
+    requires = ("video", "status", "fps", "motion_method")
+    provides = ("clips",)
+
+    def __init__(self, cfg: VideoRunConfig, workers: int = 2):
+        self.cfg = cfg
+        self.workers = workers
+
+    def process(self, b: Batch) -> Batch:
+        records: list[list[ClipRecord]] = [Held() for _ in range(b.num_rows)]
+        for i in ok_rows(b):
+            records[i] = self._video(b, i)
+        clips = [clip_rows(b.values("video")[i], b.values("motion_method")[i], records[i]) for i in range(b.num_rows)]
+        # The analysis frames end here: the batch that goes on to the sink holds clips only.
+        return b.with_columns({"clips": clips_column(clips)}, sidecar={"clip_records": records},
+                              drop_sidecar=ANALYSIS_SIDECAR)
+
+    def _video(self, b: Batch, i: int) -> Held:
+        cfg = self.cfg
+        path, info = b.values("video")[i], b.sidecar["probe"][i]
+        fps = info.fps
+        spans_s = [(a / fps, b_ / fps) for a, b_ in b.sidecar["spans"][i]]
+        media: list[ClipMedia | Exception | None] = [None] * len(spans_s)
+        if spans_s and cfg.upload_clips and not cfg.dry_run:
+            if b.sidecar["media"][i] is not None:
+                media = list(b.sidecar["media"][i])
+            elif cfg.clip_mode == "copy":
+                media = cut_copy(path, spans_s, stream_index=info.stream_index, snap="tile",
+                                 encoder=cfg.encoder, preset=cfg.preset, crf=cfg.crf)
+            else:
+                media = cut_reencode(path, spans_s, stream_index=info.stream_index, encoder=cfg.encoder,
+                                     preset=cfg.preset, crf=cfg.crf)
+        motion, score_frames = b.sidecar["motion"][i], b.sidecar["score_frames"][i]
+        preview_frames = b.sidecar["preview_frames"][i]
+        out, seen = Held(), set()
+        for (s, e), m in zip(spans_s, media):
+            clip = self._clip(path, fps, motion, score_frames, preview_frames, s, e, m)
+            if clip.uuid in seen:
+                # Stream copy cuts on keyframes: with keyframes sparser than the spans, several
+                # spans come out as the same keyframe range, i.e. the same clip (same uuid).
+                continue
+            seen.add(clip.uuid)
+            out.append(clip)
+        return out
+
+    def _clip(self, path: str, fps: float, motion, score_frames, preview_frames, s: float, e: float,
+              m: ClipMedia | Exception | None) -> ClipRecord:
+        cfg = self.cfg
+        errors: dict[str, str] = {}
+        fields: dict[str, Any] = {}
+        if isinstance(m, ClipMedia):
+            s, e = m.start_s, m.end_s  # record the real span (keyframe-aligned for copy)
+            w, h = m.display_size
+            fields.update(media=m.data, width=w, height=h, framerate=m.framerate, num_frames=m.num_frames,
+                          video_codec=m.video_codec)
+        elif isinstance(m, Exception):
+            errors["transcode"] = f"{type(m).__name__}: {m}"
+        clip = ClipRecord.for_span(path, s, e, fps, errors=errors, **fields)
+        sf, ef = int(round(s * fps)), int(round(e * fps))
+        score = aggregate_motion(motion, sf, ef)
+        if score.available:
+            clip.motion_score = {"global_mean": score.global_mean, "per_patch_min_256": score.per_patch_min_256}
+        frames = [f for k, f in score_frames if sf <= k < ef]
+        if frames:
+            sc = score_batch(np.stack(frames))
+            clip.frame_scores = {k: round(float(np.mean(v)), 6) for k, v in sc.items()}
+        if cfg.motion_filter:
+            ok, _ = passes_motion_filter(score, cfg.motion_global_mean_threshold, cfg.motion_per_patch_min_threshold)
+            if not ok:
+                clip.filtered_by.append("motion")
+        dur = e - s
+        if cfg.min_duration is not None and dur < cfg.min_duration:
+            clip.filtered_by.append("min_duration")
+        if cfg.max_duration is not None and dur > cfg.max_duration:
+            clip.filtered_by.append("max_duration")
+        pv = [f for k, f in preview_frames if sf <= k < ef]
+        if cfg.previews and pv and not cfg.dry_run:
+            clip.preview = make_preview([_unjpeg(x) for x in pv], fps_in=1.0, target_fps=1.0, height=240)
+        if frames and not clip.filtered_by:
+            self._plugins(clip, frames)
+        return clip
+
+    def _plugins(self, clip: ClipRecord, frames: list[np.ndarray]) -> None:
+        cfg = self.cfg
+        stack = np.stack(frames)
+        if cfg.embedder is not None:
+            try:
+                clip.embeddings[cfg.embedding_algorithm] = np.asarray(cfg.embedder(stack), np.float32).reshape(-1)
+            except Exception as e:  # noqa: BLE001 - a plug-in failure is that clip's error
+                clip.errors["embedding"] = f"{type(e).__name__}: {e}"
+        if cfg.captioner is not None:
+            model = (cfg.caption_models or ["plugin"])[0]
+            try:
+                text = str(cfg.captioner(stack))
+                clip.windows.append({"start_frame": 0, "end_frame": clip.end_frame - clip.start_frame,
+                                     f"{model}_caption": text})
+            except Exception as e:  # noqa: BLE001
+                clip.errors["caption"] = f"{type(e).__name__}: {e}"
