@@ -234,6 +234,31 @@ class _Registry:
         t.start()
         return t
 
+    def stop_at_sink_item(self, k: int) -> threading.Thread:
+        """Stop once the run's sink has taken ``k`` items: lands inside the run whatever the
+        machine's speed, where a timer lands before or after it on a fast or a loaded box."""
+        def watch():
+            while not self.pipes or _sink_items(self.pipes[-1]) < k:
+                if done.is_set():  # the run ended first; the test cancels the watch
+                    return
+                time.sleep(0.001)
+            self._stop()
+
+        done = threading.Event()
+        self.stop_time = None
+        self.sink_items_at_stop = []
+        t = threading.Thread(target=watch, daemon=True)
+        t.cancel = done.set  # same interface as the Timer of stop_later
+        t.start()
+        return t
+
+    def _stop(self) -> None:
+        self.stop_time = time.monotonic()
+        for p in self.pipes:
+            p.stop()
+        # Read after the flag: from here each sink may take at most one more item.
+        self.sink_items_at_stop = [_sink_items(p) for p in self.pipes]
+
     def assert_stopped_promptly(self) -> None:
         for p, n in zip(self.pipes, self.sink_items_at_stop):
             assert p.sink_finished, "the sink thread outlived the stopped run"
@@ -290,7 +315,7 @@ def test_run_images_stopped_by_pipeline_stop(tmp_path, monkeypatch):
         cfg = ImageRunConfig(sources=[str(src)], output=str(out), images_per_tar=3, batch_size=1, workers=2,
                              progress=False, filters=ImageFilters(min_resolution=None, dedup=False))
         reg.pipes.clear()
-        timer = reg.stop_later(rng.uniform(0.02, 0.6))
+        timer = reg.stop_at_sink_item(rng.randint(1, 36))
         try:
             run_images(cfg)
             finished = True
