@@ -338,3 +338,27 @@ def test_video_batches_between_stages(samples):
     clips = c.records.column("clips")[0].values
     assert len(clips) == len(c.sidecar["clip_records"][0]) == 2
     assert pa.RecordBatch.from_struct_array(clips).schema.equals(CLIP_SCHEMA)
+
+
+def test_decode_budget_never_pairs_two_large_videos():
+    import threading
+    import time
+
+    from curastream.videos.stages import _PixelBudget
+
+    budget, peak, lock = _PixelBudget(100), [0], threading.Lock()
+
+    def decode(pixels):
+        with budget.hold(pixels):
+            with lock:
+                peak[0] = max(peak[0], budget.used)
+            time.sleep(0.05)
+
+    for sizes, most in (([80, 80, 80], 80), ([150], 150), ([60, 30, 80], 90)):
+        peak[0] = 0
+        threads = [threading.Thread(target=decode, args=(p,)) for p in sizes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+        assert budget.used == 0 and peak[0] <= most, (sizes, peak[0])

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from curastream.engine.batch import Batch
 from curastream.engine.schemas import CLIP_SCHEMA, IMAGE_SCORE_COLUMNS, VIDEO_SCHEMA
-from curastream.videos.clip_media import ClipMedia
+from curastream.videos.clip_facts import ClipMedia
 from curastream.writers.clip_model import ClipRecord
 
 CLIPS_TYPE = VIDEO_SCHEMA.field("clips").type

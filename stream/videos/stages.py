@@ -39,8 +39,12 @@ from curastream.kernels.image_scores import score_batch
 from curastream.kernels.motion_accumulator import MotionAccumulator
 from curastream.kernels.motion_score import aggregate_motion, passes_motion_filter
 from curastream.kernels.shots import ShotDetector, fixed_stride_spans, frame_features, split_scenes
-from curastream.videos.clip_media import ClipEncoder, ClipMedia, cut_copy, cut_reencode, make_preview
-from curastream.videos.decode import VideoDecodeError, iter_analysis_frames, read_ahead
+from curastream.videos.clip_copy import cut_copy
+from curastream.videos.clip_encode import ClipEncoder, cut_reencode
+from curastream.videos.clip_facts import ClipMedia
+from curastream.videos.clip_preview import make_preview
+from curastream.videos.decode import VideoDecodeError, iter_analysis_frames
+from curastream.videos.read_ahead import read_ahead
 from curastream.videos.probe import VideoInfo, VideoProbeError, probe
 from curastream.videos.records import Held, clip_rows, clips_column
 from curastream.writers.clip_model import ClipRecord
@@ -121,34 +125,36 @@ class AnalyzeStage(Stage):
         side: dict[str, list] = {k: [None] * b.num_rows for k in ANALYSIS_SIDECAR}
         for i in e.ok_rows():
             t0 = time.perf_counter()
-            self._one(e, side, i, b.values("video")[i])
-            e.set("analysis_s", i, time.perf_counter() - t0)
+            waited = self._one(e, side, i, b.values("video")[i])
+            e.set("analysis_s", i, time.perf_counter() - t0 - waited)
         return e.done(sidecar=side)
 
-    def _one(self, e, side: dict[str, list], i: int, path: str) -> None:
+    def _one(self, e, side: dict[str, list], i: int, path: str) -> float:
+        """Analyse row ``i``; returns the seconds it waited for the decode budget."""
+        waited = 0.0
         try:
             info = probe(path)
         except VideoProbeError as err:
             e.reject(i, "probe", str(err))
-            return
+            return waited
         except Exception as err:  # noqa: BLE001 - PyAV raises assorted types on malformed files
             # One odd file must not end the run (a 2%-long MP4 once gave an AttributeError
             # from inside PyAV's objects); the reason names the type so it can be chased.
             log.warning("probing %s failed unexpectedly", printable(path), exc_info=True)
             e.reject(i, "probe", f"unreadable ({type(err).__name__}: {err})")
-            return
+            return waited
         for name in PROBE_COLUMNS:
             e.set(name, i, getattr(info, name))
         side["probe"][i] = info
         try:
-            with self._budget.hold(info.width * info.height):
+            with self._budget.hold(info.width * info.height) as waited:
                 res = self._analyze(path, info)
         except VideoDecodeError as err:
             e.reject(i, "decode", str(err))
-            return
+            return waited
         except av_errors() as err:  # anything FFmpeg raises mid-stream that the decoder did not catch
             e.reject(i, "decode", f"{type(err).__name__}: {err}")
-            return
+            return waited
         spans, motion, score_frames, preview_frames, media, decode_errors = res
         side["spans"][i] = spans
         side["motion"][i] = motion
@@ -163,6 +169,7 @@ class AnalyzeStage(Stage):
         if decode_errors:
             warnings.append(f"{decode_errors} undecodable packet(s) skipped")
         e.set("warnings", i, "\n".join(warnings) or None)
+        return waited
 
     def _analyze(self, path: str, info: VideoInfo):
         cfg = self.cfg
@@ -236,11 +243,13 @@ class _PixelBudget:
 
     @contextlib.contextmanager
     def hold(self, pixels: int):
+        """Yields the seconds spent waiting for room."""
+        t0 = time.perf_counter()
         with self.cond:
             self.cond.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
             self.used += pixels
         try:
-            yield
+            yield time.perf_counter() - t0
         finally:
             with self.cond:
                 self.used -= pixels
