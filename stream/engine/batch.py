@@ -6,10 +6,12 @@ Arrow (decoded pixels, probe results, frames). Batches are immutable: a stage re
 batch with added or replaced columns (:meth:`Batch.with_columns`, or :meth:`Batch.edit` for
 row-by-row work), and the last stage that needs a piece of side data drops it.
 
-Values a stage already holds as Python objects are kept beside the record batch (``_values``),
-so the next stage that reads them as Python objects gets the same objects instead of copying
-them back out of Arrow (``to_pylist`` of a batch's 16 MB of JPEG bytes costs ~6 ms). The Arrow
-columns are built as they are set, so every hop carries a real, typed record batch.
+Scalar values a stage already holds as Python objects are kept beside the record batch
+(``_values``), so the next stage reads the same objects instead of converting them back out of
+Arrow. Bytes columns are the exception: their only copy is the Arrow buffer, and
+:meth:`Batch.values` hands out zero-copy ``memoryview`` slices of it (keeping the Python bytes
+too doubled a 600-photo run's peak RSS, 352 -> 577 MB). A stage that needs ``bytes`` methods
+copies one item at a time (``bytes(view)``, ~0.03 ms for a 500 kB photo).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Batch:
         if any(len(a) != n_rows for a in arrays):
             raise ValueError(f"columns differ in length: {[len(a) for a in arrays]}")
         records = pa.RecordBatch.from_arrays(arrays, schema=pa.schema([schema.field(n) for n in names]))
-        values = {n: columns[n] for n in names if isinstance(columns[n], list)}
+        values = {n: columns[n] for n in names if isinstance(columns[n], list) and _cacheable(schema.field(n).type)}
         return cls(schema, records, sidecar, seq, values)
 
     @classmethod
@@ -74,7 +76,10 @@ class Batch:
         v = self._values.get(name)
         if v is None:
             if name in self.records.schema.names:
-                v = self.records.column(name).to_pylist()
+                col = self.records.column(name)
+                if not _cacheable(col.type):
+                    return binary_views(col)
+                v = col.to_pylist()
             elif name in self.schema.names:
                 v = [None] * self.num_rows
             else:
@@ -113,7 +118,7 @@ class Batch:
                 records = records.set_column(idx, self.schema.field(name), arr)
             else:
                 records = _insert_in_schema_order(records, self.schema, name, arr)
-            if isinstance(vals, list):
+            if isinstance(vals, list) and _cacheable(arr.type):
                 values[name] = vals
             else:
                 values.pop(name, None)
@@ -185,6 +190,25 @@ def iter_rows(batch: Batch, names: Sequence[str] | None = None) -> Iterator[dict
     cols = [(n, batch.values(n)) for n in (names or batch.names)]
     for i in range(batch.num_rows):
         yield {n: v[i] for n, v in cols}
+
+
+def _cacheable(type: pa.DataType) -> bool:
+    return not (pa.types.is_binary(type) or pa.types.is_large_binary(type))
+
+
+def binary_views(arr: pa.Array) -> list[memoryview | None]:
+    """Zero-copy views of a binary array's values (None for nulls); each keeps the buffer alive."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    if n == 0:
+        return []
+    validity, offsets, data = arr.buffers()
+    width = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    offs = np.frombuffer(offsets, dtype=width, count=n + 1, offset=arr.offset * np.dtype(width).itemsize).tolist()
+    mv = memoryview(data) if data is not None else memoryview(b"")
+    valid = arr.is_valid().to_pylist() if arr.null_count else None
+    return [mv[offs[i]:offs[i + 1]] if valid is None or valid[i] else None for i in range(n)]
 
 
 def _check_declared(schema: pa.Schema, columns: Mapping[str, Any]) -> None:

@@ -64,11 +64,16 @@ class DecodeStage(Stage):
 
     def process(self, b: Batch) -> Batch:
         e = b.edit()
-        data = b.values("data")
+        views = b.values("data")  # into the batch's Arrow buffer; the decoders want bytes
         probes: dict[int, Any] = {}
+        pixels: list[np.ndarray | None] = [None] * b.num_rows
+        reencode: list[str | None] = [None] * b.num_rows
+        dali = self.decoder == "dali"
+        held: dict[int, bytes] = {}  # DALI decodes the batch at once; the CPU path one image at a time
         for i in e.ok_rows():
+            data = bytes(views[i])
             try:
-                p = probe_image(data[i], max_pixels=self.max_pixels)
+                p = probe_image(data, max_pixels=self.max_pixels)
             except ImageDecodeError as err:
                 e.reject(i, "decode", f"{err.reason}: {err}")
                 continue
@@ -77,36 +82,35 @@ class DecodeStage(Stage):
             e.set("width", i, p.width)
             e.set("height", i, p.height)
             e.set("exif_orientation", i, p.exif_orientation)
-        pixels: list[np.ndarray | None] = [None] * b.num_rows
-        reencode: list[str | None] = [None] * b.num_rows
-        if self.decoder == "dali" and probes:
-            self._decode_dali(e, data, probes, pixels)
+            if dali:
+                held[i] = data
+                continue
+            try:
+                # One walk over the JPEG's markers serves the decode and the pass-through check.
+                jpeg = check_jpeg(data) if p.format in ("JPEG", "MPO") else None
+                pixels[i] = decode_for_analysis(data, p, size=ANALYSIS_SIZE, decoder=self.decoder, jpeg=jpeg)
+            except ImageDecodeError as err:
+                e.reject(i, "decode", f"{err.reason}: {err}")
+                continue
             if self.check_passthrough:
-                reencode = [None if px is None else needs_reencode(probes[i], data[i]) for i, px in enumerate(pixels)]
-        else:
-            for i, p in probes.items():
-                try:
-                    # One walk over the JPEG's markers serves the decode and the pass-through check.
-                    jpeg = check_jpeg(data[i]) if p.format in ("JPEG", "MPO") else None
-                    pixels[i] = decode_for_analysis(data[i], p, size=ANALYSIS_SIZE, decoder=self.decoder, jpeg=jpeg)
-                except ImageDecodeError as err:
-                    e.reject(i, "decode", f"{err.reason}: {err}")
-                    continue
-                if self.check_passthrough:
-                    reencode[i] = needs_reencode(p, data[i], jpeg=jpeg)
+                reencode[i] = needs_reencode(p, data, jpeg=jpeg)
+        if held:
+            self._decode_dali(e, held, pixels)
+            if self.check_passthrough:
+                reencode = [None if px is None else needs_reencode(probes[i], held[i]) for i, px in enumerate(pixels)]
         side = {"probe": [probes.get(i) for i in range(b.num_rows)], "analysis": pixels}
         if self.check_passthrough:
             side["reencode"] = reencode
         return e.done(sidecar=side)
 
-    def _decode_dali(self, e, data: list, probes: dict[int, Any], pixels: list) -> None:
+    def _decode_dali(self, e, held: dict[int, bytes], pixels: list) -> None:
         from curastream.images.dali import dali_decode_batch
 
-        idx = list(probes)
+        idx = list(held)
         if self._dali is None or self._dali_batch < len(idx):
-            self._dali_batch = max(len(idx), len(data))
+            self._dali_batch = max(len(idx), len(pixels))
             self._dali = self._make_dali(batch_size=self._dali_batch, num_threads=self.workers, **self._dali_args)
-        results = dali_decode_batch(self._dali, [data[i] for i in idx])
+        results = dali_decode_batch(self._dali, [held[i] for i in idx])
         for i, r in zip(idx, results):
             if isinstance(r, Exception):
                 e.reject(i, "decode", f"corrupt: {r}")
@@ -230,12 +234,12 @@ class EncodeStage(Stage):
         passthrough = e.column("passthrough")
         for i in e.ok_rows():
             try:
-                why = reasons[i] if reasons is not None else needs_reencode(probes[i], data[i])
+                why = reasons[i] if reasons is not None else needs_reencode(probes[i], bytes(data[i]))
                 if why is None:
                     out[i] = data[i]
                     passthrough[i] = True
                 else:
-                    out[i] = encode_jpeg(decode_full_rgb(data[i], probes[i]), quality=self.quality)
+                    out[i] = encode_jpeg(decode_full_rgb(bytes(data[i]), probes[i]), quality=self.quality)
                     passthrough[i] = False
             except ImageDecodeError as err:
                 e.reject(i, "encode", f"{err.reason}: {err}")

@@ -35,7 +35,7 @@ from curastream.engine.run_index import write_run_index
 from curastream.engine.schemas import VIDEO_SCHEMA
 from curastream.engine.stats import RunStats
 from curastream.engine.storage import Storage
-from curastream.videos.memory import fixed_mmap_threshold
+from curastream.engine.memory import fixed_mmap_threshold
 from curastream.videos.sink import VideoRunSink
 from curastream.videos.sources import VideoInput, list_video_inputs
 from curastream.videos.records import video_clips
@@ -54,7 +54,7 @@ def _source(inputs: Iterable[VideoInput]) -> Iterator[Batch]:
 
 
 def _pipeline(inputs: Iterable[VideoInput], cfg: VideoRunConfig, device, **kw) -> Pipeline:
-    fixed_mmap_threshold()  # or RSS grows with the number of videos: see videos/memory.py
+    fixed_mmap_threshold()  # or RSS grows with the number of videos: see engine/memory.py
     return Pipeline(_source(inputs), [AnalyzeStage(cfg, device), ClipStage(cfg)], schema=VIDEO_SCHEMA,
                     source_columns=SOURCE_COLUMNS, queue_items=2, **kw)
 

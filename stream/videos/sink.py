@@ -21,7 +21,7 @@ from curastream.engine.schemas import CLIP_SCHEMA
 from curastream.engine.sink import Sink
 from curastream.engine.stats import RunStats
 from curastream.engine.storage import Storage
-from curastream.videos.memory import trim
+from curastream.engine.memory import trim
 from curastream.videos.records import video_clips
 from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord
 from curastream.writers.clip_writer import PROCESSED_CHUNKS_DIR, ClipWriter, relative_video_path
@@ -78,7 +78,7 @@ class VideoRunSink(Sink):
             self._write_video(b, i, path, clips)
         if self.progress is not None:
             self.progress.update(1)
-        trim()  # this video's frames and clips are gone by now: see videos/memory.py
+        trim()  # this video's frames and clips are gone by now: see engine/memory.py
 
     def _write_video(self, b: Batch, i: int, path: str, clips: list[ClipRecord]) -> None:
         cfg = self.cfg

@@ -31,7 +31,6 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 # Below one analysis frame (256x144 RGB is 108 KiB): those are the blocks freed by the thousand.
 MMAP_THRESHOLD = 64 << 10
 
-_done = False
 _libc = None
 
 
@@ -50,18 +49,33 @@ def _glibc():
     return _libc or None
 
 
-def fixed_mmap_threshold() -> bool:
-    """Pin glibc's mmap threshold for this process (once); False where there is no glibc."""
-    global _done
-    if _done:
-        return True
+_pinned = False
+
+
+def fixed_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Pin glibc's mmap threshold for this process; False where there is no glibc."""
+    global _pinned
     libc = _glibc()
     if libc is None:
         return False
-    _done = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    if not _done:
+    ok = bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    _pinned = _pinned or ok
+    if not ok:
         log.debug("mallopt(M_MMAP_THRESHOLD) refused")
-    return _done
+    return ok
+
+
+def unpin_mmap_threshold() -> None:
+    """Undo :func:`fixed_mmap_threshold` as far as glibc allows, for work that wants the heap.
+
+    glibc cannot switch the dynamic threshold back on, so this sets its ceiling (32 MiB on
+    64-bit), which is where the dynamic threshold ends up in a busy process anyway. An image
+    run after a video run in the same process needs it: at 64 KiB every photo-sized block was
+    a page-faulting mmap (0.54x the limit in scripts/bench_images.py instead of 0.8x). Does
+    nothing when nothing was pinned, so a fresh process keeps glibc's own behaviour.
+    """
+    if _pinned:
+        fixed_mmap_threshold(32 << 20)
 
 
 def trim() -> None:
