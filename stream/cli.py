@@ -44,17 +44,17 @@ def _is_storage_error(e: BaseException) -> bool:
 def _run(fn, cfg, kept: str):
     """Run ``fn(cfg)``; every way it can end maps to one exit code and at most one line."""
     from curastream.engine.device import DeviceError
-    from curastream.engine.output import OutputExistsError
+    from curastream.engine.output import OutputError, OutputExistsError
 
     try:
         return fn(cfg)
     except ConfigError as e:
         _fail(e.cli_message())
-    except (DeviceError, OutputExistsError, FileNotFoundError, ValueError) as e:
+    except (DeviceError, OutputExistsError, OutputError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
-        click.echo(f"interrupted: {kept}; rerun with --on-existing resume", err=True)
-        _exit_now(130)
+        click.echo(f"interrupted{_by_signal()}: {kept}; rerun with --on-existing resume", err=True)
+        _exit_now(_interrupt_code())
     except Exception as e:
         if not _is_storage_error(e):
             raise
@@ -78,15 +78,70 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+# The signal that stopped the run (SIGTERM/SIGHUP), or None: Ctrl-C arrives as a plain
+# KeyboardInterrupt from Python's own handler.
+_stopped_by: int | None = None
+_STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def _on_stop_signal(signum, frame) -> None:
+    """SIGTERM (what orchestrators send) and SIGHUP stop a run the way Ctrl-C does, so the sink
+    aborts and removes its temporaries instead of the process dying with them in place."""
+    global _stopped_by
+    if _stopped_by is not None:
+        return  # a repeat (orchestrators resend) must not cut short the cleanup under way
+    _stopped_by = signum
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _install_stop_signals() -> dict:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # Python allows handlers only in the main thread (e.g. an embedding test runner)
+    old = {}
+    for name in _STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            old[sig] = signal.signal(sig, _on_stop_signal)
+    return old
+
+
+def _restore_signals(old: dict) -> None:
+    import signal
+
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+
+
+def _interrupt_code() -> int:
+    import signal
+
+    return 128 + int(_stopped_by or signal.SIGINT)
+
+
+def _by_signal() -> str:
+    if _stopped_by is None:
+        return ""
+    import signal
+
+    return f" by {signal.Signals(_stopped_by).name}"
+
+
 class _Main(click.Group):
     def invoke(self, ctx):
         # Ctrl-C anywhere in a command (also before or after the run itself) exits with 130 and
-        # one line, never click's "Aborted!" with status 1.
+        # one line, never click's "Aborted!" with status 1; SIGTERM/SIGHUP likewise with 128+n.
+        # The handlers live only while the command runs: the library never installs any.
+        old = _install_stop_signals()
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            _exit_now(130)
+            click.echo(f"interrupted{_by_signal()}", err=True)
+            _exit_now(_interrupt_code())
+        finally:
+            _restore_signals(old)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,8 +161,12 @@ def images(cfg: ImageRunConfig) -> None:
     """Curate images from SOURCES (dirs, globs, files, WebDataset tars, Parquet, URLs) into
     tar+Parquet shards (ImageWriterStage layout) with scores, filters and near-dup removal."""
     _verbose_from_config(cfg)
+    stats_out = _stats_to_stdout(cfg)
     stats = _run(_run_images, cfg, "committed shards are kept")
-    _echo_summary(stats.summary_lines() + [f"output: {cfg.output}"], to_stderr=cfg.emit_ipc == "-")
+    _echo_summary(stats.summary_lines() + [f"output: {cfg.output}"],
+                  to_stderr=cfg.emit_ipc == "-" or stats_out)
+    if stats_out:
+        click.echo(stats.to_json())
 
 
 @main.command(cls=ConfigCommand, config=VideoRunConfig)
@@ -115,8 +174,21 @@ def videos(cfg: VideoRunConfig) -> None:
     """Split videos from SOURCES into clips with motion scores, filters and previews, written in
     the ClipWriterStage layout (clips/, metas/v0/, processed_videos/, ...)."""
     _verbose_from_config(cfg)
+    stats_out = _stats_to_stdout(cfg)
     stats = _run(_run_videos, cfg, "finished videos are kept")
-    _echo_summary(stats.summary_lines() + [f"output: {cfg.output}"], to_stderr=cfg.emit_ipc == "-")
+    _echo_summary(stats.summary_lines() + [f"output: {cfg.output}"],
+                  to_stderr=cfg.emit_ipc == "-" or stats_out)
+    if stats_out:
+        click.echo(stats.to_json())
+
+
+def _stats_to_stdout(cfg) -> bool:
+    """``--stats -``: the stats JSON goes to stdout (and the summary to stderr) instead of a
+    file named ``-``; the run itself is told to write no stats file."""
+    if cfg.stats != "-":
+        return False
+    cfg.stats = None
+    return True
 
 
 def _verbose_from_config(cfg) -> None:

@@ -120,6 +120,7 @@ class ImageRunConfig:
         check_all(self)
         if require_sources and not self.sources and not self.files_from:
             raise ConfigError(None, "no input: give at least one source path or --files-from")
+        _check_output_paths(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat settings, exactly the keys ``--config`` reads (no credentials, no plug-ins)."""
@@ -219,6 +220,7 @@ class VideoRunConfig:
         check_all(self)
         if require_sources and not self.sources:
             raise ConfigError(None, "no input: give at least one video source")
+        _check_output_paths(self)
         if self.generate_embeddings and self.embedder is None:
             raise ConfigError(
                 "generate_embeddings",
@@ -228,3 +230,42 @@ class VideoRunConfig:
         """Flat settings, exactly the keys ``--config`` reads (no credentials, no plug-ins)."""
         return to_flat(self)
 
+
+
+def _is_local(path: str) -> bool:
+    import re
+
+    return not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) or path.lower().startswith("file://")
+
+
+def _local(path: str) -> str:
+    import os
+
+    return os.path.abspath(os.path.expanduser(path[len("file://"):] if path.lower().startswith("file://") else path))
+
+
+def _check_output_paths(cfg) -> None:
+    """Where the run writes, checked before any work: a stats file that cannot be created used
+    to fail only after the whole run, and an output that is a file failed with a puzzling
+    "unsafe output path"."""
+    import os
+
+    from curastream.engine.names import printable
+
+    out = cfg.output
+    if out and _is_local(out) and os.path.exists(_local(out)) and not os.path.isdir(_local(out)):
+        raise ConfigError(None, f"--output {printable(out)} is a file, not a folder")
+    if cfg.stats == "-" and cfg.emit_ipc == "-":
+        raise ConfigError("stats", "cannot be - (stdout) together with --emit-ipc -: both would write there")
+    for name in ("stats", "emit_ipc"):
+        path = getattr(cfg, name)
+        if not path or path == "-" or not _is_local(path):
+            continue
+        full = _local(path)
+        parent = os.path.dirname(full)
+        if os.path.isdir(full):
+            raise ConfigError(name, "names a folder; give a file path", path)
+        if not os.path.isdir(parent):
+            raise ConfigError(name, f"cannot be written: folder {printable(parent)} does not exist", path)
+        if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
+            raise ConfigError(name, "cannot be written: permission denied", path)

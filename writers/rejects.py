@@ -1,8 +1,12 @@
-"""``rejects.parquet``: every input a run did not write, with the stage and the reason."""
+"""``rejects.parquet``: every input a run did not write, with the stage and the reason, and
+whether the failure was transient (worth trying again on resume) or a verdict on the input."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import io
+import socket
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -13,6 +17,75 @@ from curastream.engine.schemas import REJECT_SCHEMA
 from curastream.engine.storage import Storage
 
 REJECTS_NAME = "rejects.parquet"
+
+# Reasons of transient failures start with this, so that the mark survives the trip through a
+# batch's ``reject_reason`` column (no column of its own there) to the sink that writes rejects.
+TRANSIENT_PREFIX = "transient: "
+
+# Library exceptions that are network trouble, by (module prefix, class name); matched by name
+# so that neither aiohttp nor botocore has to be importable here.
+_TRANSIENT_NAMES = (
+    ("aiohttp", "ClientConnectorError"), ("aiohttp", "ClientConnectorDNSError"),
+    ("aiohttp", "ClientOSError"), ("aiohttp", "ServerDisconnectedError"), ("aiohttp", "ServerTimeoutError"),
+    ("aiohttp", "ClientPayloadError"), ("aiohttp", "ConnectionTimeoutError"), ("aiohttp", "SocketTimeoutError"),
+    ("botocore", "EndpointConnectionError"), ("botocore", "ConnectTimeoutError"),
+    ("botocore", "ReadTimeoutError"), ("botocore", "ConnectionClosedError"),
+    ("urllib3", "ProtocolError"), ("requests", "ConnectionError"), ("requests", "Timeout"),
+)
+
+
+# errnos of I/O that may work a moment later (whatever OSError subclass carries them: PyAV
+# raises its own).
+_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE,
+                     errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ENETDOWN,
+                     errno.ENETUNREACH, errno.ENETRESET, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.EPIPE,
+                     errno.EACCES, errno.EPERM}
+
+
+def is_transient_error(e: BaseException) -> bool:
+    """Whether ``e`` may not happen again: an I/O error other than "not there" or "not a file",
+    a network or connection error, a timeout, a permission error. Corrupt data is not."""
+    for x in _chain(e):
+        if isinstance(x, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+            return False
+        if isinstance(x, (PermissionError, ConnectionError, TimeoutError, asyncio.TimeoutError, socket.gaierror)):
+            return True
+        cls = type(x)
+        for base in cls.__mro__:
+            mod = base.__module__ or ""
+            if any(mod.startswith(m) and base.__name__ == n for m, n in _TRANSIENT_NAMES):
+                return True
+        # A plain OSError carries the failing I/O (EIO, ENETDOWN, ...); its subclasses that
+        # say something about the data (e.g. tarfile's ReadError is not an OSError) are not.
+        if type(x) is OSError or (isinstance(x, OSError) and x.errno in _TRANSIENT_ERRNOS):
+            return True
+    return False
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        out.append(x)
+        x = x.__cause__ or x.__context__
+    return out
+
+
+def transient_reason(reason: str) -> str:
+    return reason if reason.startswith(TRANSIENT_PREFIX) else TRANSIENT_PREFIX + reason
+
+
+def is_transient_reason(reason: str | None) -> bool:
+    return bool(reason) and reason.startswith(TRANSIENT_PREFIX)
+
+
+def reject_row(key: str | None, source: str, source_member: str | None, stage: str, reason: str,
+               duplicate_of: str | None = None) -> dict[str, Any]:
+    """One rejects.parquet row; ``transient`` follows from the reason's prefix."""
+    return {"key": key, "source": source, "source_member": source_member, "stage": stage, "reason": reason,
+            "duplicate_of": duplicate_of, "transient": is_transient_reason(reason)}
+
 
 def _identity(r: dict[str, Any]) -> tuple[str, str, str]:
     return (r.get("key") or "", r["source"], r.get("source_member") or "")
@@ -25,12 +98,17 @@ def write_rejects(storage: Storage, rows: Iterable[dict[str, Any]]) -> int:
     ordered = [unique[k] for k in sorted(unique)]
     buf = io.BytesIO()
     cols = {f.name: [r.get(f.name) for r in ordered] for f in REJECT_SCHEMA}
+    cols["transient"] = [bool(r.get("transient")) for r in ordered]
     pq.write_table(table(cols, REJECT_SCHEMA), buf, compression="zstd")
     storage.write_atomic(REJECTS_NAME, buf.getvalue(), rows=len(ordered))
     return len(ordered)
 
 
 def read_rejects(storage: Storage) -> list[dict[str, Any]]:
+    """The rows, each with ``transient`` (False in files written before the column existed)."""
     if not storage.exists(REJECTS_NAME):
         return []
-    return pq.read_table(io.BytesIO(storage.read_bytes(REJECTS_NAME))).to_pylist()
+    rows = pq.read_table(io.BytesIO(storage.read_bytes(REJECTS_NAME))).to_pylist()
+    for r in rows:
+        r["transient"] = bool(r.get("transient"))
+    return rows

@@ -6,6 +6,9 @@ run's records while it is going: each batch is flushed as soon as it is written 
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import sys
 import threading
 from typing import BinaryIO
@@ -13,6 +16,15 @@ from typing import BinaryIO
 import pyarrow as pa
 
 BYTE_COLUMNS = ("data", "image_bytes", "media", "preview")
+
+log = logging.getLogger(__name__)
+
+
+def _is_broken_pipe(e: BaseException) -> bool:
+    # pyarrow re-raises a failed write of a Python file object as the original OSError, but
+    # an Arrow IOError carrying only the text is possible too
+    return isinstance(e, BrokenPipeError) or getattr(e, "errno", None) == errno.EPIPE \
+        or "Broken pipe" in str(e)
 
 
 class IpcEmitter:
@@ -24,6 +36,7 @@ class IpcEmitter:
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._schema: pa.Schema | None = None
         self._lock = threading.Lock()
+        self._gone = False  # the reader closed the pipe
 
     def _open(self, schema: pa.Schema) -> None:
         if self.target == "-":
@@ -40,16 +53,51 @@ class IpcEmitter:
             keep = [n for n in batch.schema.names if n not in BYTE_COLUMNS]
             batch = batch.select(keep)
         with self._lock:
-            if self._writer is None:
-                self._open(batch.schema)
-            self._writer.write_batch(batch)
-            self._sink.flush()
+            if self._gone:
+                return
+            try:
+                if self._writer is None:
+                    self._open(batch.schema)
+                self._writer.write_batch(batch)
+                self._sink.flush()
+            except Exception as e:
+                if not _is_broken_pipe(e):
+                    raise
+                self._drop_reader()
+
+    def _drop_reader(self) -> None:
+        """The reader closed its end (``--emit-ipc - | head``): the tee is optional, the run's
+        own output is not, so the stream ends here quietly and the run goes on."""
+        self._gone = True
+        self._writer = None
+        log.warning("IPC reader closed the stream; the run goes on without it")
+        if self.target == "-":
+            # What is still buffered for stdout would fail again when Python flushes it at exit
+            # ("Exception ignored ... BrokenPipeError"); stdout now leads nowhere, as Python's
+            # docs on SIGPIPE advise.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+        elif self._own_file and self._sink is not None:
+            try:
+                self._sink.close()
+            except OSError:
+                pass
+            self._sink = None
 
     def close(self) -> None:
         with self._lock:
             if self._writer is not None:
-                self._writer.close()
-                self._sink.flush()
+                try:
+                    self._writer.close()
+                    self._sink.flush()
+                except Exception as e:
+                    if not _is_broken_pipe(e):
+                        raise
+                    self._drop_reader()
             if self._own_file and self._sink is not None:
                 self._sink.close()
             self._writer = None

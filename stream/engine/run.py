@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from curastream.engine.ipc import IpcEmitter
-from curastream.engine.output import prepare_output
+from curastream.engine.output import OutputSession
 from curastream.engine.pipeline import Pipeline
 from curastream.engine.progress import Progress
 from curastream.engine.run_index import write_run_index
@@ -25,14 +25,24 @@ log = logging.getLogger(__name__)
 class Run:
     """One run into one output. ``cfg`` is a run config (ImageRunConfig / VideoRunConfig)."""
 
-    def __init__(self, kind: str, cfg: Any):
+    def __init__(self, kind: str, cfg: Any, sources: list[str] | None = None):
         self.kind = kind
         self.cfg = cfg
-        self.storage = Storage(cfg.output, cfg.storage_options)
-        self.resuming = prepare_output(self.storage, cfg.on_existing)
+        # Refuses an output overlapping ``sources``, takes the output's lock, prepares it. Use
+        # the Run as a context manager so the lock is released however the run ends.
+        self.output = OutputSession(cfg.output, cfg.storage_options, cfg.on_existing,
+                                    sources if sources is not None else cfg.sources)
+        self.storage: Storage = self.output.storage
+        self.resuming = self.output.resuming
         self.stats = RunStats(kind=kind)
         self.emitter = IpcEmitter(cfg.emit_ipc, include_bytes=cfg.emit_ipc_bytes) if cfg.emit_ipc else None
         self.progress: Progress | None = None
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.output.close(finished=exc_type is None)
 
     def start_progress(self, total: int | None, unit: str) -> Progress:
         self.progress = Progress(total, unit, enabled=self.cfg.progress)

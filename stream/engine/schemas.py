@@ -113,6 +113,8 @@ REJECT_SCHEMA = pa.schema(
         pa.field("stage", pa.string(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
         pa.field("duplicate_of", pa.string()),
+        # The failure may pass (store unreachable, a timeout): a resume tries the input again.
+        pa.field("transient", pa.bool_()),
     ]
 )
 

@@ -3,7 +3,7 @@
 Every file a run produces goes through :class:`Storage`: it is written under a temporary
 name beside its final one and renamed into place only after it is complete (and fsynced,
 where the filesystem has fsync). A crash therefore leaves either the final file, whole, or a
-``*.tmp-*`` file that :meth:`Storage.remove_temps` deletes on resume; never a half-written
+``*.tmp-*`` file that a resume deletes (engine/output.py, only temporaries it owns); never a half-written
 file under a final name. On object stores a rename is copy+delete, which still never exposes
 a partial object under the final key.
 
@@ -21,7 +21,7 @@ import posixpath
 import threading
 import uuid
 from dataclasses import asdict, dataclass
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -107,11 +107,28 @@ def is_temp_name(name: str) -> bool:
     return TEMP_MARK in posixpath.basename(name)
 
 
+# botocore's own defaults (60 s connect and read, retried inside each of s3fs's 5 tries) let an
+# endpoint that accepts and never answers hold a run silent for minutes. These bound a hung
+# endpoint to about 5 x 3 x 4 s = 60 s. botocore keeps 3 attempts because s3fs does not retry a
+# refused connection itself: with 1, a store down for 0.3 s ended the run (tests/test_s3.py,
+# short outage). Settings given in storage_options["config_kwargs"] win, key by key.
+S3_TIMEOUT_DEFAULTS = {"connect_timeout": 3, "read_timeout": 4, "retries": {"total_max_attempts": 3}}
+
+
+def with_store_timeouts(url: str, storage_options: dict | None) -> dict:
+    """``storage_options`` for ``url`` with the object-store timeout defaults filled in."""
+    opts = dict(storage_options or {})
+    proto = url.split("://", 1)[0].lower() if "://" in url else ""
+    if proto in ("s3", "s3a"):
+        opts["config_kwargs"] = {**S3_TIMEOUT_DEFAULTS, **(opts.get("config_kwargs") or {})}
+    return opts
+
+
 class Storage:
     """A directory (local path or fsspec URL) that files are committed into atomically."""
 
     def __init__(self, root: str, storage_options: dict | None = None):
-        self.fs, path = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
+        self.fs, path = fsspec.core.url_to_fs(str(root), **with_store_timeouts(str(root), storage_options))
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:
             path = os.path.abspath(path)
@@ -119,6 +136,12 @@ class Storage:
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self._lock = threading.Lock()
         self._committed: dict[str, CommittedFile] = {}
+        # Set by the run harness: told each final name before its temporary exists, so a kill
+        # at any point leaves nothing of ours that the ownership record does not name.
+        self.on_write: Callable[[str], None] | None = None
+        # Whether a file already here was written by this tool (set with the ownership record);
+        # without one, nothing found is ours to delete.
+        self.owns: Callable[[str], bool] = _owns_nothing
 
     # -- naming --------------------------------------------------------------------------
     def path(self, rel: str = "") -> str:
@@ -177,6 +200,8 @@ class Storage:
         final = self.path(rel)
         parent = posixpath.dirname(final)
         tmp = _temp_name(final)
+        if self.on_write is not None:
+            self.on_write(_check_rel(rel))
         if self.is_local:
             os.makedirs(parent, exist_ok=True)
             raw = open(tmp, "wb")
@@ -232,6 +257,19 @@ class Storage:
         with self._lock:
             self._committed.pop(_check_rel(rel), None)
 
+    def remove(self, rel: str) -> None:
+        """Delete ``rel``; a failure raises (an overwrite must not leave stale files beside new ones)."""
+        p = self.path(rel)
+        if self.is_local:
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
+        else:
+            self.fs.rm(p)
+        with self._lock:
+            self._committed.pop(_check_rel(rel), None)
+
     def remove_temps(self) -> list[str]:
         """Delete temporaries left by an interrupted run; returns what was removed."""
         removed = [r for r in self.list_files() if is_temp_name(r)]
@@ -240,7 +278,8 @@ class Storage:
         return removed
 
     def clear(self) -> None:
-        """Remove everything under the root (``--on-existing overwrite``)."""
+        """Remove everything under the root. Not for runs: an output may hold files that are
+        not ours, and overwrite removes only owned ones (engine/output.py)."""
         for r in self.list_files():
             self._remove_quietly(self.path(r))
         with self._lock:
@@ -267,6 +306,10 @@ class Storage:
     def committed(self) -> list[CommittedFile]:
         with self._lock:
             return sorted(self._committed.values(), key=lambda c: c.path)
+
+
+def _owns_nothing(rel: str) -> bool:
+    return False
 
 
 NAME_MAX = 255  # bytes in one path component (ext4, xfs, APFS...)

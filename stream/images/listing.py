@@ -1,7 +1,7 @@
 """From what a user names (dirs, files, globs, URLs, tars, Parquet, a files-from list) to the
 deterministic list of :class:`~curastream.images.inputs.ImageInput` that reading consumes:
 walks local and remote trees, expands globs, opens containers to list their samples, and skips
-what is not input (dot-names, temporaries, directories holding curastream output).
+what is not input (dot-names, directories holding curastream output).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import fsspec
 
 from curastream.engine.names import printable
 from curastream.engine.run_index import INDEX_NAME
-from curastream.engine.storage import TEMP_MARK
+from curastream.engine.lock import MARK_DIR as OUTPUT_MARK
+from curastream.engine.storage import with_store_timeouts
 from curastream.images.containers import NoImageColumn, list_parquet, list_tar
+from curastream.writers.rejects import is_transient_error
 from curastream.images.inputs import (
     IMAGE_EXTENSIONS,
     PARQUET_EXTENSIONS,
@@ -36,7 +38,6 @@ from curastream.images.inputs import (
 
 log = logging.getLogger(__name__)
 
-_OUR_SHARD = re.compile(r"^images-[0-9a-f]{12,16}-\d{6}\.(tar|parquet)$")
 _GLOB_MAGIC = re.compile(r"[*?[]")
 
 
@@ -60,6 +61,10 @@ class _Lister:
             if not found:
                 log.warning("no image inputs found under %s", printable(path))
         elif os.path.lexists(path):
+            why = _not_a_file(path)
+            if why:
+                log.warning("%sskipping %s: %s", where, printable(path), why)
+                return
             self._add_explicit(os.path.abspath(path), os.path.basename(identity), identity,
                                _local_size(path), local=True)
         elif _GLOB_MAGIC.search(path):
@@ -73,6 +78,8 @@ class _Lister:
                 rel = os.path.relpath(m, prefix or ".")
                 if os.path.isdir(m):
                     self._walk_local(m, prefix or ".", root_id)
+                elif _not_a_file(m):
+                    log.warning("%sskipping %s: %s", where, printable(m), _not_a_file(m))
                 elif not filter_ext or _wanted_in_walk(m):
                     self._add_explicit(os.path.abspath(m), rel, _join_id(root_id, rel),
                                        _local_size(m), local=True)
@@ -80,10 +87,22 @@ class _Lister:
             raise FileNotFoundError(f"{where}input not found: {printable(path)}")
 
     def _add_remote(self, src: str, where: str) -> None:
-        fs, path = fsspec.core.url_to_fs(src, **self.storage_options)
+        fs, path = fsspec.core.url_to_fs(src, **with_store_timeouts(src, self.storage_options))
         path = path.rstrip("/") or path
         identity = fs.unstrip_protocol(path)
-        if fs.isdir(path):
+        try:
+            is_dir = fs.isdir(path)
+        except Exception as e:  # noqa: BLE001 - classified below; anything else is re-raised
+            # One unreachable URL (a host down, DNS failing) must not end the run: a name that
+            # looks like an image becomes an input of unknown size, whose read fails with the
+            # same error and is recorded as a transient reject, retried by --on-existing resume.
+            if not (is_transient_error(e) and _wanted_in_walk(path)):
+                raise
+            log.warning("%scannot reach %s (%s: %s); it will be retried as a read", where, identity,
+                        type(e).__name__, e)
+            self._add_explicit(identity, posixpath.basename(path), identity, None, fs=fs, fspath=path)
+            return
+        if is_dir:
             if not self._walk_remote(fs, path, path, identity):
                 log.warning("no image inputs found under %s", identity)
         elif fs.isfile(path):
@@ -131,7 +150,8 @@ class _Lister:
                 log.info("skipping %s: it holds curastream output", printable(d))
                 continue
             for e in entries:
-                if e.name.startswith(".") or TEMP_MARK in e.name:
+                # by identity only (_is_our_output_dir): a user's "x.tmp-1.jpg" is an input
+                if e.name.startswith("."):
                     continue
                 try:
                     is_dir = e.is_dir()  # follows symlinks
@@ -148,7 +168,11 @@ class _Lister:
                         continue  # FIFOs and devices could block a reader forever
                     size: int | None = est.st_size
                 except OSError:
-                    size = None  # a dangling link: listed, so the read reports it
+                    why = _not_a_file(e.path)
+                    if why:
+                        log.warning("skipping %s: %s", printable(e.path), why)
+                        continue
+                    size = None  # (a link loop, a permission): listed, so the read reports it
                 rel = os.path.relpath(e.path, root)
                 self._add_found(os.path.abspath(e.path), rel, _join_id(root_id, rel), size,
                                 local=True)
@@ -160,6 +184,9 @@ class _Lister:
         by_dir: dict[str, set[str]] = collections.defaultdict(set)
         for p in found:
             by_dir[posixpath.dirname(p)].add(posixpath.basename(p))
+        for d in list(by_dir):
+            if posixpath.basename(d) == OUTPUT_MARK:  # a store has no folders: name the marker
+                by_dir[posixpath.dirname(d)].add(OUTPUT_MARK)
         skip_dirs = sorted(
             d for d, names in by_dir.items()
             if d.rstrip("/") != top.rstrip("/")
@@ -174,7 +201,7 @@ class _Lister:
             if any(c.startswith(".") for c in rel_top.split("/")):
                 continue
             name = posixpath.basename(p)
-            if TEMP_MARK in name or not _wanted_in_walk(name):
+            if not _wanted_in_walk(name):
                 continue
             rel = p[len(root):].lstrip("/") if root else p
             self._add_found(fs.unstrip_protocol(p), rel, _join_id(root_id, rel),
@@ -244,6 +271,31 @@ def _local_path(src: str) -> str:
     return os.path.expanduser(src)
 
 
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                  (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def _not_a_file(path: str) -> str | None:
+    """Why a named path cannot be read as an input, found by stat alone: opening a FIFO or a
+    device blocks the reader, maybe forever. None: a regular file (or a failure the read
+    itself reports better, such as a permission)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            try:
+                return f"dangling symlink -> {printable(os.readlink(path))}"
+            except OSError:
+                return "dangling symlink"
+        return None
+    except OSError:
+        return None
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return None
+    kind = next((k for test, k in _SPECIAL_KINDS if test(st.st_mode)), "special file")
+    return f"not a regular file ({kind})"
+
+
 def _local_size(path: str) -> int | None:
     try:
         return os.stat(path).st_size
@@ -280,10 +332,11 @@ def _wanted_in_walk(name: str) -> bool:
 def _is_our_output_dir(names: set[str], full: Callable[[str], str], fs=None) -> bool:
     """Whether a directory met in a walk holds curastream output (so its shards are not inputs).
 
-    Matters when the output dir sits inside an input dir: a resumed run must not read back the
-    shards (or the clip previews) of the run it is resuming.
+    By identity, never by file names (a user may name a photo anything): our ``_curastream/``
+    marker (a run in progress or interrupted), or a curastream ``index.json`` (a finished run,
+    also of earlier versions). An earlier run's output inside an input folder is not input.
     """
-    if any(_OUR_SHARD.match(n) or TEMP_MARK in n for n in names):
+    if OUTPUT_MARK in names:
         return True
     if INDEX_NAME in names:
         try:
@@ -301,7 +354,7 @@ def _is_our_output_dir(names: set[str], full: Callable[[str], str], fs=None) -> 
 
 def _read_files_from(files_from: str, storage_options: dict | None) -> list[tuple[str, str]]:
     if is_remote(files_from):
-        with fsspec.open(files_from, "rb", **(storage_options or {})) as f:
+        with fsspec.open(files_from, "rb", **with_store_timeouts(files_from, storage_options)) as f:
             raw = f.read()
     else:
         path = _local_path(files_from)

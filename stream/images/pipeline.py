@@ -36,7 +36,7 @@ from curastream.images.reading import read_batches
 from curastream.images.stages import SOURCE_COLUMNS, image_stages
 from curastream.kernels.phash import NearDuplicateIndex
 from curastream.writers.image_shards import ImageShardWriter, read_committed_shards, shard_name_hash
-from curastream.writers.rejects import read_rejects, write_rejects
+from curastream.writers.rejects import read_rejects, reject_row, write_rejects
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,8 @@ class ImageRunSink(Sink):
                 self.stats.bytes_out += len(row["image_bytes"])
             else:
                 self.stats.count_reject(f"{row['reject_stage']}:{row['reject_reason'].split(':', 1)[0]}")
-                self.rejects.append({
-                    "key": row["key"], "source": row["source"], "source_member": row["source_member"],
-                    "stage": row["reject_stage"], "reason": row["reject_reason"],
-                    "duplicate_of": row.get("duplicate_of"),
-                })
+                self.rejects.append(reject_row(row["key"], row["source"], row["source_member"], row["reject_stage"],
+                                               row["reject_reason"], row.get("duplicate_of")))
                 self._rejects_dirty = True
         tar_file, member_name = [None] * b.num_rows, [None] * b.num_rows
         for (i, _), written in zip(kept_rows, self.writer.write_rows([r for _, r in kept_rows])):
@@ -177,9 +174,14 @@ def load_resume_state(storage: Storage, dedup_distance: int) -> tuple[set[str], 
     # A tar without its Parquet was cut short between the two commits: rebuild it.
     committed = {f"{s}.tar" for s in stems}
     for rel in storage.list_files():
-        if rel.startswith("images-") and rel.endswith(".tar") and "/" not in rel and rel not in committed:
+        # only a tar this tool wrote: a user's images-*.tar beside our shards is not ours to delete
+        if (rel.startswith("images-") and rel.endswith(".tar") and "/" not in rel and rel not in committed
+                and storage.owns(rel)):
             storage.delete(rel)
-    rejects = read_rejects(storage)
+    # A transient reject (store unreachable, a timeout) is not done: it is read again, and its
+    # row goes, so that a retry that succeeds leaves no stale reject (one that fails again
+    # writes a new row).
+    rejects = [r for r in read_rejects(storage) if not r["transient"]]
     if rejects:
         done.update(r["key"] for r in rejects if r["key"])
     next_index = 0
@@ -201,7 +203,20 @@ def run_images(cfg: ImageRunConfig) -> RunStats:
         require_dali()  # before anything is listed or written
     inputs = list_image_inputs(cfg.sources, storage_options=cfg.storage_options, files_from=cfg.files_from,
                                parquet_image_column=cfg.parquet_image_column)
-    run = Run("images", cfg)
+    with Run("images", cfg, sources=_input_roots(cfg)) as run:
+        return _curate_into(run, cfg, inputs, device)
+
+
+def _input_roots(cfg: ImageRunConfig) -> list[str]:
+    roots = list(cfg.sources)
+    if cfg.files_from:
+        from curastream.images.listing import _read_files_from
+
+        roots += [s for s, _ in _read_files_from(cfg.files_from, cfg.storage_options)]
+    return roots
+
+
+def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device) -> RunStats:
     storage = run.storage
     skip: set[str] = set()
     start_index = 0

@@ -43,6 +43,38 @@ _PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF")
 
 _EXIF_ORIENTATION_TAG = 0x0112
 
+# A decode holds the full frame (up to 4 bytes a pixel, and Pillow's copy beside it). Frames
+# under this size are never checked against free memory (reading /proc costs more than they do).
+MEMORY_CHECK_BYTES = 256 << 20
+
+
+def _available_memory() -> int | None:
+    """MemAvailable in bytes, or None where the system does not say."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_decode_memory(width: int, height: int) -> None:
+    """Refuse an image whose decode could not fit in memory: with ``max_pixels`` raised, a
+    header's word is all that stands between a 100000x100000 claim and a MemoryError (or the
+    OOM killer taking the whole run)."""
+    need = 2 * 4 * width * height
+    if need < MEMORY_CHECK_BYTES:
+        return
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise ImageDecodeError(
+            "too_many_pixels",
+            f"{width}x{height} needs about {need / 2**30:.1f} GiB to decode, "
+            f"{avail / 2**30:.1f} GiB of memory is available",
+        )
+
 
 class ImageDecodeError(ValueError):
     """Undecodable or rejected image. ``reason`` is one of: ``empty``, ``unsupported_format``,
@@ -285,6 +317,7 @@ def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageProbe
             raise ImageDecodeError(
                 "too_many_pixels", f"{width}x{height} exceeds the {max_pixels}-pixel limit"
             )
+        check_decode_memory(width, height)
         real_fmt = im.format or fmt
         try:
             n_frames = int(getattr(im, "n_frames", 1))

@@ -12,6 +12,8 @@ import decimal
 import json
 import math
 import tarfile
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -19,6 +21,7 @@ import fsspec
 
 from curastream.images.containers import SampleIds, TAR_ERRORS, image_field, is_image_ext, wds_split
 from curastream.images.inputs import ImageInput, is_remote
+from curastream.writers.rejects import is_transient_error, transient_reason
 
 # Tar side members bigger than this are not copied into metadata (an embedding or a mask would
 # bloat every output row); their extension is listed under "skipped_members" instead.
@@ -27,6 +30,13 @@ SIDE_MEMBER_LIMIT = 1 << 20
 # (10 KiB) is ~50 reads per photo; much larger is slower again, because every small header read
 # re-slices the whole buffer. Reading 600 photos: 10 KiB 0.27 CPU-s, 64 KiB 0.21, 1 MiB 0.24.
 TAR_READ_BUFSIZE = 64 << 10
+# A read that fails transiently (see is_transient_error) is tried READ_ATTEMPTS times in all,
+# sleeping READ_BACKOFF_S, then twice that, ... in between. The sleeps of a whole run share
+# READ_RETRY_BUDGET_S: with the store down for good, 10k inputs must not each wait their full
+# backoff; once it is spent, failures are recorded at once (transient: a resume retries them).
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 0.2
+READ_RETRY_BUDGET_S = 20.0
 
 
 @dataclass
@@ -90,6 +100,25 @@ class _Reader:
         self.storage_options = storage_options or {}
         self.batch_size = batch_size
         self._fs: dict[str, Any] = {}
+        self._retry_left = READ_RETRY_BUDGET_S
+        self._retry_lock = threading.Lock()
+
+    def retrying(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, tried again after a transient failure while attempts and budget last."""
+        delay = READ_BACKOFF_S
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return fn()
+            except Exception as e:  # noqa: BLE001 - re-raised unless worth another try
+                if attempt == READ_ATTEMPTS or not is_transient_error(e):
+                    raise
+                with self._retry_lock:
+                    if self._retry_left < delay:
+                        raise
+                    self._retry_left -= delay
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def fs_path(self, url: str):
         proto = url.split("://", 1)[0]
@@ -109,8 +138,7 @@ class _Reader:
         if not is_remote(run[0].source):
             for inp in run:
                 try:
-                    with open(inp.source, "rb") as f:
-                        data = f.read()
+                    data = self.retrying(lambda: _read_local(inp.source))
                 except OSError as e:
                     yield LoadedImage(inp, None, {}, _os_error(e))
                     continue
@@ -127,6 +155,12 @@ class _Reader:
             got = {paths[0]: got}
         for inp, p in zip(run, paths):
             v = got.get(p, FileNotFoundError(p))
+            if isinstance(v, BaseException) and is_transient_error(v):
+                # the batch fetch already was the first attempt
+                try:
+                    v = self.retrying(lambda: fs.cat_file(p))
+                except Exception as e:  # noqa: BLE001 - becomes this input's error
+                    v = e
             if isinstance(v, BaseException):
                 yield LoadedImage(inp, None, {}, _os_error(v))
             else:
@@ -251,7 +285,7 @@ class _Reader:
                         row = end
         except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
             for inp in run[i:]:
-                yield LoadedImage(inp, None, {}, f"cannot read Parquet: {type(e).__name__}: {e}")
+                yield LoadedImage(inp, None, {}, _parquet_error(e))
             return
         for inp in run[i:]:
             yield LoadedImage(inp, None, {}, "row not in Parquet file")
@@ -281,20 +315,32 @@ def _checked(inp: ImageInput, data: bytes, meta: dict | None = None) -> LoadedIm
     return LoadedImage(inp, data, meta or {}, None)
 
 
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _os_error(e: BaseException) -> str:
     if isinstance(e, PermissionError):
-        return f"permission denied: {e}"
-    if isinstance(e, FileNotFoundError):
-        return f"file vanished since listing: {e}"
-    if isinstance(e, IsADirectoryError):
-        return f"is a directory: {e}"
-    return f"read failed: {type(e).__name__}: {e}"
+        why = f"permission denied: {e}"
+    elif isinstance(e, FileNotFoundError):
+        why = f"file vanished since listing: {e}"
+    elif isinstance(e, IsADirectoryError):
+        why = f"is a directory: {e}"
+    else:
+        why = f"read failed: {type(e).__name__}: {e}"
+    return transient_reason(why) if is_transient_error(e) else why
 
 
 def _tar_error(e: BaseException) -> str:
     if isinstance(e, OSError) and not isinstance(e, tarfile.TarError):
         return _os_error(e)
     return f"truncated or corrupt tar: {e}"
+
+
+def _parquet_error(e: BaseException) -> str:
+    why = f"cannot read Parquet: {type(e).__name__}: {e}"
+    return transient_reason(why) if is_transient_error(e) else why
 
 
 def _tar_open_error(opener: Callable) -> str:
@@ -313,8 +359,26 @@ def _parquet_open_error(opener: Callable) -> str:
         with opener() as f:
             pq.ParquetFile(f)
     except Exception as e:  # noqa: BLE001
-        return f"cannot read Parquet: {type(e).__name__}: {e}"
+        return _parquet_error(e)
     return "Parquet file could not be listed"
+
+
+def _guarded(run: list[ImageInput], items: Iterator[LoadedImage]) -> Iterator[LoadedImage]:
+    """``items``, and an error item for each input of ``run`` they did not come to when the
+    reading raised: whatever one source does (a URL whose host does not resolve, a tar that
+    kills the decompressor) is its inputs' reject, not the end of the run."""
+    met: set[int] = set()
+    try:
+        for li in items:
+            met.add(id(li.input))
+            yield li
+    except Exception as e:  # noqa: BLE001 - per-input errors, see above
+        why = _os_error(e) if isinstance(e, OSError) else f"read failed: {type(e).__name__}: {e}"
+        if not isinstance(e, OSError) and is_transient_error(e):
+            why = transient_reason(why)
+        for inp in run:
+            if id(inp) not in met:
+                yield LoadedImage(inp, None, {}, why)
 
 
 def read_batches(
@@ -355,15 +419,15 @@ def read_batches(
                        and is_remote(todo[end].source) == remote
                        and (not remote or todo[end].source.split("://", 1)[0] == proto)):
                     end += 1
-                yield from reader.files(todo[n:end])
+                yield from _guarded(todo[n:end], reader.files(todo[n:end]))
             else:
                 while (end < len(todo) and todo[end].kind == first.kind
                        and todo[end].source == first.source and todo[end].column == first.column):
                     end += 1
                 if first.kind == "wds":
-                    yield from reader.wds(todo[n:end])
+                    yield from _guarded(todo[n:end], reader.wds(todo[n:end]))
                 elif first.kind == "parquet":
-                    yield from reader.parquet(todo[n:end], parquet_image_column)
+                    yield from _guarded(todo[n:end], reader.parquet(todo[n:end], parquet_image_column))
                 else:
                     for inp in todo[n:end]:
                         yield LoadedImage(inp, None, {}, f"unknown input kind {inp.kind!r}")

@@ -31,6 +31,13 @@ SOURCE_COLUMNS = ("key", "source", "source_member", "source_bytes", "data", "met
                   "reject_stage", "reject_reason")
 
 
+def failure_reason(err: BaseException) -> str:
+    """A reject reason for an exception nothing expected: its type names what to chase."""
+    if isinstance(err, MemoryError):
+        return f"out_of_memory: MemoryError: {err or 'allocation failed'}"
+    return f"error: {type(err).__name__}: {err}"
+
+
 class DecodeStage(Stage):
     """Header probe (dimensions, orientation, bombs) and a reduced-size decode for scoring."""
 
@@ -74,26 +81,25 @@ class DecodeStage(Stage):
             data = bytes(views[i])
             try:
                 p = probe_image(data, max_pixels=self.max_pixels)
-            except ImageDecodeError as err:
-                e.reject(i, "decode", f"{err.reason}: {err}")
-                continue
-            probes[i] = p
-            e.set("source_format", i, p.format)
-            e.set("width", i, p.width)
-            e.set("height", i, p.height)
-            e.set("exif_orientation", i, p.exif_orientation)
-            if dali:
-                held[i] = data
-                continue
-            try:
+                probes[i] = p
+                e.set("source_format", i, p.format)
+                e.set("width", i, p.width)
+                e.set("height", i, p.height)
+                e.set("exif_orientation", i, p.exif_orientation)
+                if dali:
+                    held[i] = data
+                    continue
                 # One walk over the JPEG's markers serves the decode and the pass-through check.
                 jpeg = check_jpeg(data) if p.format in ("JPEG", "MPO") else None
                 pixels[i] = decode_for_analysis(data, p, size=ANALYSIS_SIZE, decoder=self.decoder, jpeg=jpeg)
+                if self.check_passthrough:
+                    reencode[i] = needs_reencode(p, data, jpeg=jpeg)
             except ImageDecodeError as err:
                 e.reject(i, "decode", f"{err.reason}: {err}")
-                continue
-            if self.check_passthrough:
-                reencode[i] = needs_reencode(p, data, jpeg=jpeg)
+                pixels[i] = None
+            except Exception as err:  # noqa: BLE001 - incl. MemoryError: one image, not the run
+                e.reject(i, "decode", failure_reason(err))
+                pixels[i] = None
         if held:
             self._decode_dali(e, held, pixels)
             if self.check_passthrough:
@@ -123,7 +129,7 @@ class ScoreStage(Stage):
 
     name = "score"
     requires = ("width", "status")
-    provides = IMAGE_SCORE_COLUMNS + ("phash",)
+    provides = IMAGE_SCORE_COLUMNS + ("phash", "reject_stage", "reject_reason")
 
     def __init__(self, device: Device | None = None):
         self.device = device or Device("cpu", None)
@@ -133,25 +139,38 @@ class ScoreStage(Stage):
         ok = [i for i in ok_rows(b) if analysis[i] is not None]
         if not ok:
             return b
+        cols: dict[str, list] = {name: [None] * b.num_rows for name in IMAGE_SCORE_COLUMNS + ("phash",)}
+        try:
+            self._score(analysis, ok, cols)
+            return b.with_columns(cols)
+        except Exception:  # noqa: BLE001 - find the row at fault: one at a time
+            pass
+        e = b.edit()
+        for i in ok:
+            try:
+                self._score(analysis, [i], cols)
+            except Exception as err:  # noqa: BLE001 - that row's reject
+                for name in cols:
+                    cols[name][i] = None
+                e.reject(i, "score", failure_reason(err))
+        for name, col in cols.items():
+            e.column(name)[:] = col
+        return e.done()
+
+    def _score(self, analysis: list, rows: list[int], cols: dict[str, list]) -> None:
         xp = self.device.xp
-        stack = xp.asarray(np.stack([analysis[i] for i in ok]))
+        stack = xp.asarray(np.stack([analysis[i] for i in rows]))
         y = luma(stack)
         scores = score_batch(stack, y)
         hashes = phash(y)
         if xp is not np:
             scores = {k: xp.asnumpy(v) for k, v in scores.items()}
             hashes = xp.asnumpy(hashes)
-        cols: dict[str, list] = {}
         for name in IMAGE_SCORE_COLUMNS:
-            col = [None] * b.num_rows
-            for j, i in enumerate(ok):
-                col[i] = float(scores[name][j])
-            cols[name] = col
-        ph = [None] * b.num_rows
-        for j, i in enumerate(ok):
-            ph[i] = int(hashes[j])
-        cols["phash"] = ph
-        return b.with_columns(cols)
+            for j, i in enumerate(rows):
+                cols[name][i] = float(scores[name][j])
+        for j, i in enumerate(rows):
+            cols["phash"][i] = int(hashes[j])
 
 
 def filter_reason(row: dict[str, Any], f: ImageFilters) -> str | None:
@@ -243,6 +262,10 @@ class EncodeStage(Stage):
                     passthrough[i] = False
             except ImageDecodeError as err:
                 e.reject(i, "encode", f"{err.reason}: {err}")
+            except Exception as err:  # noqa: BLE001 - incl. MemoryError: one image, not the run
+                out[i] = None
+                passthrough[i] = None
+                e.reject(i, "encode", failure_reason(err))
         # pixels are not needed past this point: free them before the batch queues for the writer
         return e.done(drop_sidecar=True)
 

@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# WebP's largest side (libwebp's WEBP_MAX_DIMENSION): a preview of a 3000x4 video at 240 px
+# high would be 180000 px wide, which the encoder refuses.
+WEBP_MAX_SIDE = 16383
+
 
 def make_preview(
     frames: Sequence[np.ndarray] | np.ndarray,
@@ -20,6 +24,8 @@ def make_preview(
 
     ``frames`` are RGB uint8 (N, h, w, 3), the clip's frames at ``fps_in``; frame k of the preview
     is the source frame at time k / target_fps. Every preview frame lasts 1000 / target_fps ms.
+    A frame so wide (or tall) that ``height`` px high would pass WebP's size limit is scaled
+    down further, keeping its aspect, to fit.
     """
     from PIL import Image
 
@@ -29,7 +35,9 @@ def make_preview(
     step = float(fps_in) / float(target_fps)
     picks = sorted({min(count - 1, int(k * step)) for k in range(max(1, math.ceil(count / step)))})
     h0, w0 = np.asarray(frames[0]).shape[:2]
-    size = (max(1, round(w0 * height / h0)), int(height))
+    w, h = w0 * height / h0, float(height)
+    fit = min(1.0, WEBP_MAX_SIDE / w, WEBP_MAX_SIDE / h)
+    size = (min(WEBP_MAX_SIDE, max(1, round(w * fit))), min(WEBP_MAX_SIDE, max(1, round(h * fit))))
     images = [Image.fromarray(np.ascontiguousarray(frames[i][..., :3])).resize(size, Image.BILINEAR) for i in picks]
     out = io.BytesIO()
     images[0].save(

@@ -28,7 +28,7 @@ from curastream.engine.batch import Batch
 from curastream.engine.device import resolve_device
 from curastream.engine.ipc import IpcEmitter
 from curastream.engine.names import printable
-from curastream.engine.output import prepare_output
+from curastream.engine.output import OutputSession
 from curastream.engine.pipeline import Pipeline
 from curastream.engine.progress import Progress
 from curastream.engine.run_index import write_run_index
@@ -78,8 +78,13 @@ def run_videos(cfg: VideoRunConfig) -> RunStats:
     input_path = cfg.input_path or _common_root([i.path for i in inputs])
     if input_path and "://" not in input_path:
         input_path = os.path.abspath(input_path)
-    storage = Storage(cfg.output, cfg.storage_options)
-    resuming = prepare_output(storage, cfg.on_existing)
+    with OutputSession(cfg.output, cfg.storage_options, cfg.on_existing, cfg.sources) as out:
+        return _write_videos(cfg, device, inputs, input_path, out)
+
+
+def _write_videos(cfg: VideoRunConfig, device, inputs: list[VideoInput], input_path: str,
+                  out: OutputSession) -> RunStats:
+    storage, resuming = out.storage, out.resuming
     prior_rejects: list[dict] = []
     todo = inputs
     if resuming:
@@ -87,7 +92,8 @@ def run_videos(cfg: VideoRunConfig) -> RunStats:
         done_set = {i.path for i in done}
         todo = [i for i in inputs if i.path not in done_set]
         for rel in storage.list_files():
-            storage.adopt(rel)
+            if storage.owns(rel):  # foreign files kept in the output are not listed as ours
+                storage.adopt(rel)
         retried = {printable(i.path) for i in todo}  # judged again in this run
         prior_rejects = [r for r in read_rejects(storage) if r["source"] not in retried]
         log.info("resume: %d of %d videos already done", len(done), len(inputs))

@@ -201,9 +201,23 @@ class _Probe:
         return VideoProbeError(reason, self.name)
 
     def check_file(self) -> None:
-        if self.is_path and not os.path.exists(self.name):
-            raise self.fail("file not found")
-        if self.is_path and os.path.getsize(self.name) == 0:
+        if not self.is_path:
+            return
+        import stat
+
+        try:
+            st = os.stat(self.name)
+        except FileNotFoundError:
+            if os.path.islink(self.name):
+                raise self.fail(f"dangling symlink -> {os.readlink(self.name)}") from None
+            raise self.fail("file not found") from None
+        # By stat alone: opening a FIFO or a device could block the decoder forever.
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("FIFO" if stat.S_ISFIFO(st.st_mode) else "character device" if stat.S_ISCHR(st.st_mode)
+                    else "block device" if stat.S_ISBLK(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
+                    else "directory" if stat.S_ISDIR(st.st_mode) else "special file")
+            raise self.fail(f"not a regular file ({kind})")
+        if st.st_size == 0:
             raise self.fail("empty file")
 
     def open(self):

@@ -25,7 +25,7 @@ from curastream.engine.memory import trim
 from curastream.videos.records import video_clips
 from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord
 from curastream.writers.clip_writer import PROCESSED_CHUNKS_DIR, ClipWriter, relative_video_path
-from curastream.writers.rejects import write_rejects
+from curastream.writers.rejects import reject_row, write_rejects
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ class VideoRunSink(Sink):
             stage, reason = reject
             source = printable(path)
             self.stats.count_reject(f"{stage}:{_reason_kind(reason)}")
-            self.rejects.append({"key": os.path.basename(source), "source": source,
-                                 "source_member": None, "stage": stage, "reason": reason, "duplicate_of": None})
+            self.rejects.append(reject_row(os.path.basename(source), source, None, stage, reason))
             self.per_video.append({"video": source, "status": "rejected", "stage": stage, "reason": reason})
         else:
             self._write_video(b, i, path, clips)

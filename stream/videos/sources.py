@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import fsspec
 
+from curastream.engine.storage import with_store_timeouts
+
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
     ".ogv", ".ogg", ".flv", ".wmv", ".3gp", ".h264", ".264", ".h265", ".265", ".hevc", ".ivf", ".y4m",
@@ -29,7 +31,7 @@ def list_video_inputs(srcs: list[str], storage_options: dict | None = None) -> l
     taken whatever their extension (the probe decides). Missing paths are an error."""
     found: dict[str, VideoInput] = {}
     for src in srcs:
-        fs, path = fsspec.core.url_to_fs(src, **(storage_options or {}))
+        fs, path = fsspec.core.url_to_fs(src, **with_store_timeouts(src, storage_options))
         local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
         def full(p: str) -> str:
@@ -42,6 +44,11 @@ def list_video_inputs(srcs: list[str], storage_options: dict | None = None) -> l
             for p in matches:
                 if fs.isfile(p):
                     found.setdefault(full(p), VideoInput(full(p), fs.size(p), local))
+            continue
+        if local and not fs.exists(path) and os.path.islink(path):
+            # A dangling link the user named: listed, so the probe rejects it naming its target
+            # (not "input not found", which points at the wrong thing).
+            found.setdefault(full(path), VideoInput(full(path), None, local))
             continue
         if not fs.exists(path):
             raise FileNotFoundError(f"input not found: {src}")

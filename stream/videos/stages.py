@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -48,6 +49,7 @@ from curastream.videos.read_ahead import read_ahead
 from curastream.videos.probe import VideoInfo, VideoProbeError, probe
 from curastream.videos.records import Held, clip_rows, clips_column
 from curastream.writers.clip_model import ClipRecord
+from curastream.writers.rejects import is_transient_error, transient_reason
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,14 @@ MOTION_FPS = 2.0  # Curator samples motion at about 2 frames/s
 ANALYSIS_CHUNK = 128
 # A 720p decode beside a smaller one, never two 720p at once: see _PixelBudget.
 DECODE_PIXEL_BUDGET = 1280 * 720 * 3 // 2
+# The smallest frame side the scoring kernels take (a 3x3 neighbourhood); a video under it
+# has nothing to score and is rejected at probe, naming its size.
+MIN_SIDE = 3
+# A probe that fails transiently (the store drops a connection, EIO) is tried this many times in
+# all, PROBE_BACKOFF_S then twice that in between; still failing, the reject is marked
+# transient and a resume tries the video again.
+PROBE_ATTEMPTS = 3
+PROBE_BACKOFF_S = 0.5
 
 # What the source makes (a name that cannot be carried into the output is rejected there).
 SOURCE_COLUMNS = ("video", "source_bytes", "status", "reject_stage", "reject_reason")
@@ -106,6 +116,26 @@ def av_errors() -> tuple[type[BaseException], ...]:
     return (av.error.FFmpegError, OSError)
 
 
+def _probe_retrying(path: str) -> VideoInfo:
+    delay = PROBE_BACKOFF_S
+    for attempt in range(1, PROBE_ATTEMPTS + 1):
+        try:
+            return probe(path)
+        except Exception as err:  # noqa: BLE001 - re-raised unless worth another try
+            if attempt == PROBE_ATTEMPTS or not is_transient_error(err):
+                raise
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def failure_reason(err: BaseException) -> str:
+    """A reject reason for an exception nothing expected: its type names what to chase."""
+    why = f"{type(err).__name__}: {err or 'allocation failed'}" if isinstance(err, MemoryError) \
+        else f"{type(err).__name__}: {err}"
+    return transient_reason(why) if is_transient_error(err) else why
+
+
 class AnalyzeStage(Stage):
     """Probe and one analysis decode per video: shots, motion samples, score and preview frames."""
 
@@ -125,7 +155,15 @@ class AnalyzeStage(Stage):
         side: dict[str, list] = {k: [None] * b.num_rows for k in ANALYSIS_SIDECAR}
         for i in e.ok_rows():
             t0 = time.perf_counter()
-            waited = self._one(e, side, i, b.values("video")[i])
+            path = b.values("video")[i]
+            try:
+                waited = self._one(e, side, i, path)
+            except Exception as err:  # noqa: BLE001 - incl. MemoryError: one video, not the run
+                log.warning("analysing %s failed", printable(path), exc_info=True)
+                e.reject(i, "analyze", failure_reason(err))
+                for k in side:
+                    side[k][i] = None
+                waited = 0.0
             e.set("analysis_s", i, time.perf_counter() - t0 - waited)
         return e.done(sidecar=side)
 
@@ -133,18 +171,25 @@ class AnalyzeStage(Stage):
         """Analyse row ``i``; returns the seconds it waited for the decode budget."""
         waited = 0.0
         try:
-            info = probe(path)
+            info = _probe_retrying(path)
         except VideoProbeError as err:
-            e.reject(i, "probe", str(err))
+            e.reject(i, "probe", transient_reason(str(err)) if is_transient_error(err) else str(err))
             return waited
         except Exception as err:  # noqa: BLE001 - PyAV raises assorted types on malformed files
             # One odd file must not end the run (a 2%-long MP4 once gave an AttributeError
             # from inside PyAV's objects); the reason names the type so it can be chased.
             log.warning("probing %s failed unexpectedly", printable(path), exc_info=True)
-            e.reject(i, "probe", f"unreadable ({type(err).__name__}: {err})")
+            why = f"unreadable ({type(err).__name__}: {err})"
+            e.reject(i, "probe", transient_reason(why) if is_transient_error(err) else why)
             return waited
         for name in PROBE_COLUMNS:
             e.set(name, i, getattr(info, name))
+        small = [v for v in (info.width, info.height, info.display_width, info.display_height)
+                 if v is not None and v < MIN_SIDE]
+        if small:
+            e.reject(i, "probe", f"frame too small: {info.width}x{info.height} (display "
+                                 f"{info.display_width}x{info.display_height}) has a side under {MIN_SIDE} px")
+            return waited
         side["probe"][i] = info
         try:
             with self._budget.hold(info.width * info.height) as waited:
@@ -155,7 +200,7 @@ class AnalyzeStage(Stage):
         except av_errors() as err:  # anything FFmpeg raises mid-stream that the decoder did not catch
             e.reject(i, "decode", f"{type(err).__name__}: {err}")
             return waited
-        spans, motion, score_frames, preview_frames, media, decode_errors = res
+        spans, motion, score_frames, preview_frames, media, decode_errors, short = res
         side["spans"][i] = spans
         side["motion"][i] = motion
         side["score_frames"][i] = score_frames
@@ -168,6 +213,8 @@ class AnalyzeStage(Stage):
             warnings.append("no duration/frame count in the container header; counted from packets")
         if decode_errors:
             warnings.append(f"{decode_errors} undecodable packet(s) skipped")
+        if short is not None:
+            warnings.append(f"truncated: decoded {short[0]} of {short[1]} frames the container declares")
         e.set("warnings", i, "\n".join(warnings) or None)
         return waited
 
@@ -186,6 +233,7 @@ class AnalyzeStage(Stage):
                 on_frame = _Feeder(spans, info, cfg)
         score_frames, preview_frames = Held(), Held()
         decode_errors = 0
+        last_frame = -1
         score_next = 0.0
         preview_next = 0.0
         motion = MotionAccumulator(fps, mv_size=(info.width, info.height) if use_mvs else None,
@@ -217,6 +265,7 @@ class AnalyzeStage(Stage):
                         preview_next = t + 1.0
                         preview_frames.append((int(idx), _jpeg(rgb)))
                 decode_errors = chunk.decode_errors
+                last_frame = max(last_frame, int(chunk.frame_indices[-1]))
         finally:
             chunks.close()
         samples = motion.mv_samples if use_mvs else motion.frame_samples
@@ -224,7 +273,11 @@ class AnalyzeStage(Stage):
             cuts = detector.finish()
             spans = split_scenes(cuts, info.num_frames, fps, cfg.min_clip_len, min(cfg.clip_len, cfg.max_clip_len))
         media = Held(on_frame.finish()) if on_frame is not None else None
-        return spans, samples, score_frames, preview_frames, media, decode_errors
+        # Frames are sampled at MOTION_FPS in fixed mode: the last one seen may sit up to one
+        # sampling interval before the real end without anything being missing.
+        slack = 1 + (0 if scenes else int(math.ceil(fps / MOTION_FPS)))
+        short = (last_frame + 1, info.num_frames) if last_frame + 1 + slack < info.num_frames else None
+        return spans, samples, score_frames, preview_frames, media, decode_errors, short
 
 
 class _PixelBudget:
@@ -309,7 +362,7 @@ class ClipStage(Stage):
 
     name = "clips"
     requires = ("video", "status", "fps", "motion_method")
-    provides = ("clips",)
+    provides = ("clips", "reject_stage", "reject_reason")
 
     def __init__(self, cfg: VideoRunConfig, workers: int = 2):
         self.cfg = cfg
@@ -317,8 +370,17 @@ class ClipStage(Stage):
 
     def process(self, b: Batch) -> Batch:
         records: list[list[ClipRecord]] = [Held() for _ in range(b.num_rows)]
+        e = None
         for i in ok_rows(b):
-            records[i] = self._video(b, i)
+            try:
+                records[i] = self._video(b, i)
+            except Exception as err:  # noqa: BLE001 - incl. MemoryError: one video, not the run
+                log.warning("clips of %s failed", printable(b.values("video")[i]), exc_info=True)
+                e = e or b.edit()
+                e.reject(i, "clips", failure_reason(err))
+                records[i] = Held()
+        if e is not None:
+            b = e.done()
         clips = [clip_rows(b.values("video")[i], b.values("motion_method")[i], records[i]) for i in range(b.num_rows)]
         # The analysis frames end here: the batch that goes on to the sink holds clips only.
         return b.with_columns({"clips": clips_column(clips)}, sidecar={"clip_records": records},
@@ -384,7 +446,10 @@ class ClipStage(Stage):
             clip.filtered_by.append("max_duration")
         pv = [f for k, f in preview_frames if sf <= k < ef]
         if cfg.previews and pv and not cfg.dry_run:
-            clip.preview = make_preview([_unjpeg(x) for x in pv], fps_in=1.0, target_fps=1.0, height=240)
+            try:
+                clip.preview = make_preview([_unjpeg(x) for x in pv], fps_in=1.0, target_fps=1.0, height=240)
+            except Exception as err:  # noqa: BLE001 - a clip without its preview, said so
+                clip.errors["preview"] = f"{type(err).__name__}: {err}"
         if frames and not clip.filtered_by:
             self._plugins(clip, frames)
         return clip
