@@ -265,7 +265,12 @@ def _check_output_paths(cfg) -> None:
         parent = os.path.dirname(full)
         if os.path.isdir(full):
             raise ConfigError(name, "names a folder; give a file path", path)
-        if not os.path.isdir(parent):
-            raise ConfigError(name, f"cannot be written: folder {printable(parent)} does not exist", path)
-        if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
+        # A missing folder is made when the file is written (stats beside or inside --output
+        # are common); what must hold now is that the nearest existing folder takes new files.
+        anchor = parent
+        while not os.path.exists(anchor) and os.path.dirname(anchor) != anchor:
+            anchor = os.path.dirname(anchor)
+        if not os.path.isdir(anchor):
+            raise ConfigError(name, f"cannot be written: {printable(anchor)} is a file, not a folder", path)
+        if not os.access(anchor, os.W_OK | os.X_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
             raise ConfigError(name, "cannot be written: permission denied", path)

@@ -164,11 +164,21 @@ def test_video_fifo_and_dangling_symlink_rejected_with_reason(tmp_path):
 def test_stats_path_checked_before_work_and_dash_means_stdout(tmp_path):
     src = _images(tmp_path / "imgs", 4)
     out = tmp_path / "out"
-    r = subprocess.run(_image_args(src, out, "--stats", str(tmp_path / "missing" / "s.json")),
+    (tmp_path / "afile").write_text("in the way")
+    r = subprocess.run(_image_args(src, out, "--stats", str(tmp_path / "afile" / "sub" / "s.json")),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert r.stderr.strip().startswith("error: --stats cannot be written: folder") and "missing" in r.stderr
+    assert r.stderr.strip().startswith("error: --stats cannot be written:") and "afile is a file" in r.stderr
     assert not out.exists()
+
+    # a folder that does not exist yet is made (stats beside or inside --output are common)
+    r = subprocess.run(_image_args(src, out, "--stats", str(tmp_path / "new" / "s.json")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "new" / "s.json").read_text())["items_in"] == 4
+    import shutil
+
+    shutil.rmtree(out)
 
     r = subprocess.run(_image_args(src, out, "--stats", "-"), capture_output=True, text=True, timeout=60,
                        cwd=tmp_path)

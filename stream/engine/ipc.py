@@ -42,6 +42,8 @@ class IpcEmitter:
         if self.target == "-":
             self._sink = sys.stdout.buffer
         else:
+            # the config check allows a folder that does not exist yet: make it now
+            os.makedirs(os.path.dirname(os.path.abspath(self.target)), exist_ok=True)
             self._sink = open(self.target, "wb")
             self._own_file = True
         opts = pa.ipc.IpcWriteOptions(compression="zstd")

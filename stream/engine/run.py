@@ -9,6 +9,7 @@ around it is here, once, so both pipelines prepare, report and commit their outp
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from curastream.engine.ipc import IpcEmitter
@@ -66,7 +67,12 @@ class Run:
 
 
 def write_stats(path: str, stats: RunStats) -> None:
+    """``--stats PATH`` (``-``: standard output, as everywhere a path is an output)."""
+    if path == "-":
+        sys.stdout.write(stats.to_json() + "\n")
+        sys.stdout.flush()
+        return
     import fsspec
 
-    with fsspec.open(path, "w") as f:
+    with fsspec.open(path, "w", auto_mkdir=True) as f:
         f.write(stats.to_json())

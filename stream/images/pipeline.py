@@ -23,7 +23,6 @@ from curastream.engine.device import resolve_device
 from curastream.engine.names import printable
 from curastream.engine.pipeline import Pipeline
 from curastream.engine.ipc import IpcEmitter
-from curastream.engine.memory import unpin_mmap_threshold
 from curastream.engine.progress import Progress
 from curastream.engine.run import Run
 from curastream.engine.schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS
@@ -234,7 +233,6 @@ def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device
         sidecar_json=cfg.sidecar_json, columns_schema=SHARD_COLUMNS, storage=storage,
     )
     todo = [i for i in inputs if i.key not in skip]
-    unpin_mmap_threshold()  # after a video run in this process: see engine/memory.py
     progress = run.start_progress(len(todo), "img")
     sink = ImageRunSink(storage, writer, run.stats, prior_rejects, run.emitter, progress)
     pipe = Pipeline(

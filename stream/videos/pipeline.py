@@ -33,9 +33,9 @@ from curastream.engine.pipeline import Pipeline
 from curastream.engine.progress import Progress
 from curastream.engine.run_index import write_run_index
 from curastream.engine.schemas import VIDEO_SCHEMA
+from curastream.engine.run import write_stats
 from curastream.engine.stats import RunStats
 from curastream.engine.storage import Storage
-from curastream.engine.memory import fixed_mmap_threshold
 from curastream.videos.sink import VideoRunSink
 from curastream.videos.sources import VideoInput, list_video_inputs
 from curastream.videos.records import video_clips
@@ -54,7 +54,6 @@ def _source(inputs: Iterable[VideoInput]) -> Iterator[Batch]:
 
 
 def _pipeline(inputs: Iterable[VideoInput], cfg: VideoRunConfig, device, **kw) -> Pipeline:
-    fixed_mmap_threshold()  # or RSS grows with the number of videos: see engine/memory.py
     return Pipeline(_source(inputs), [AnalyzeStage(cfg, device), ClipStage(cfg)], schema=VIDEO_SCHEMA,
                     source_columns=SOURCE_COLUMNS, queue_items=2, **kw)
 
@@ -126,10 +125,7 @@ def _write_videos(cfg: VideoRunConfig, device, inputs: list[VideoInput], input_p
            "wall_s": round(stats.wall_s, 3), "config": cfg.to_dict()}
     storage.write_atomic(SUMMARY_NAME, (json.dumps(doc, indent=2, default=str) + "\n").encode())
     if cfg.stats:
-        import fsspec
-
-        with fsspec.open(cfg.stats, "w") as f:
-            f.write(stats.to_json())
+        write_stats(cfg.stats, stats)
     write_run_index(storage, "videos", cfg.to_dict(), stats.to_dict(), extra={"input_path": input_path})
     return stats
 
