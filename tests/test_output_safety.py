@@ -196,6 +196,7 @@ def _wait_for(pred, proc, timeout=60.0):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_second_run_into_a_busy_output_is_refused(tmp_path):
     photos = _photo_dir(tmp_path, copies=25)
     n = len(list(photos.iterdir()))
@@ -221,6 +222,7 @@ def test_second_run_into_a_busy_output_is_refused(tmp_path):
     assert sorted(kept + rejected) == sorted(set(kept + rejected)) and len(kept) + len(rejected) == n
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_run_is_taken_over_by_resume(tmp_path):
     photos = _photo_dir(tmp_path, copies=25)
     n = len(list(photos.iterdir()))

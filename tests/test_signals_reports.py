@@ -76,6 +76,7 @@ def _stop_mid_run(cmd: list[str], out: Path, sig: int) -> tuple[int, float, str]
     return p.returncode, dt, err
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_stop_signal_exits_cleanly_and_resume_completes(tmp_path, sig, code):
@@ -224,6 +225,7 @@ class _SilentServer:
             c.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_hung_s3_endpoint_fails_in_bounded_time(tmp_path, monkeypatch):
     pytest.importorskip("s3fs")
@@ -236,7 +238,8 @@ def test_hung_s3_endpoint_fails_in_bounded_time(tmp_path, monkeypatch):
     srv = _SilentServer()
     try:
         opts = {"client_kwargs": {"endpoint_url": srv.url},
-                "config_kwargs": {"connect_timeout": 1, "read_timeout": 1}}
+                "config_kwargs": {"connect_timeout": 1, "read_timeout": 1,
+                                  "retries": {"total_max_attempts": 1}}}
         t0 = time.monotonic()
         with pytest.raises(Exception) as ei:
             run_images(ImageRunConfig(sources=[str(src)], output="s3://bucket/out", storage_options=opts,

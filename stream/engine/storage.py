@@ -109,10 +109,10 @@ def is_temp_name(name: str) -> bool:
 
 # botocore's own defaults (60 s connect and read, retried inside each of s3fs's 5 tries) let an
 # endpoint that accepts and never answers hold a run silent for minutes. These bound a hung
-# endpoint to about 5 x 3 x 4 s = 60 s. botocore keeps 3 attempts because s3fs does not retry a
+# endpoint to about 5 x 3 x 3 s = 45 s. botocore keeps 3 attempts because s3fs does not retry a
 # refused connection itself: with 1, a store down for 0.3 s ended the run (tests/test_s3.py,
 # short outage). Settings given in storage_options["config_kwargs"] win, key by key.
-S3_TIMEOUT_DEFAULTS = {"connect_timeout": 3, "read_timeout": 4, "retries": {"total_max_attempts": 3}}
+S3_TIMEOUT_DEFAULTS = {"connect_timeout": 3, "read_timeout": 3, "retries": {"total_max_attempts": 3}}
 
 
 def with_store_timeouts(url: str, storage_options: dict | None) -> dict:
