@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import fsspec
 
+from curastream.engine.storage import with_store_timeouts
 from curastream.images.containers import SampleIds, TAR_ERRORS, image_field, is_image_ext, wds_split
 from curastream.images.inputs import ImageInput, is_remote
 from curastream.writers.rejects import is_transient_error, transient_reason
@@ -123,7 +124,7 @@ class _Reader:
     def fs_path(self, url: str):
         proto = url.split("://", 1)[0]
         if proto not in self._fs:
-            self._fs[proto] = fsspec.core.url_to_fs(url, **self.storage_options)[0]
+            self._fs[proto] = fsspec.core.url_to_fs(url, **with_store_timeouts(url, self.storage_options))[0]
         fs = self._fs[proto]
         return fs, fs._strip_protocol(url)
 
