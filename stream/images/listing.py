@@ -212,22 +212,20 @@ class _Lister:
     def _add_explicit(self, source: str, name: str, identity: str, size: int | None, *,
                       local: bool = False, fs=None, fspath: str | None = None) -> None:
         """A file the user named: included whatever its extension (the decoder decides)."""
-        ext = split_ext(name)[1]
-        if ext in TAR_EXTENSIONS or ext in PARQUET_EXTENSIONS:
-            self._add_container(source, name, identity, ext, explicit=True, local=local, fs=fs,
-                                fspath=fspath)
-        else:
-            key = make_key(name, strip_extension=True)
-            self.cands.append(Candidate(key, source, None, size, "file", identity, key))
+        self._add_file(source, name, identity, size, explicit=True, local=local, fs=fs, fspath=fspath)
 
     def _add_found(self, source: str, rel: str, identity: str, size: int | None, *,
                    local: bool = False, fs=None, fspath: str | None = None) -> None:
-        ext = split_ext(rel)[1]
+        self._add_file(source, rel, identity, size, explicit=False, local=local, fs=fs, fspath=fspath)
+
+    def _add_file(self, source: str, name: str, identity: str, size: int | None, *, explicit: bool,
+                  local: bool, fs, fspath: str | None) -> None:
+        ext = split_ext(name)[1]
         if ext in TAR_EXTENSIONS or ext in PARQUET_EXTENSIONS:
-            self._add_container(source, rel, identity, ext, explicit=False, local=local, fs=fs,
+            self._add_container(source, name, identity, ext, explicit=explicit, local=local, fs=fs,
                                 fspath=fspath)
         else:
-            key = make_key(rel, strip_extension=True)
+            key = make_key(name, strip_extension=True)
             self.cands.append(Candidate(key, source, None, size, "file", identity, key))
 
     def _add_container(self, source: str, name: str, identity: str, ext: str, *,
