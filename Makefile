@@ -9,10 +9,10 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints-models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
-	$(BIN)/python -m pip install -q -e '.[test,samples]'
+	$(BIN)/python -m pip install -q -e '.[test,samples,models,ray]' -c constraints-models.txt
 	touch $@
 
 demo: setup

@@ -24,6 +24,7 @@ from curastream.kernels.motion_score import (
     MotionSample,
     MotionScore,
     aggregate_motion,
+    centre_points,
     patch_grid,
     patch_sums,
     split_edges,
@@ -121,6 +122,27 @@ def _mv_patch_sums(mvs, width: int, height: int, ny: int, nx: int, curator_block
     return sums, area
 
 
+def _mv_patch_centres(mvs, width: int, height: int, ny: int, nx: int, curator_blocks: bool) -> np.ndarray:
+    """(ny, nx) magnitude of the painted field at Curator's patch-centre points (bilinear mean
+    of the 2x2 pixels around each centre), from the block rectangles without painting."""
+    py, px = centre_points(height, ny), centre_points(width, nx)
+    out = np.zeros((2 * ny, 2 * nx), np.float64)
+    if mvs is None or len(mvs) == 0:
+        return out.reshape(ny, 2, nx, 2).mean(axis=(1, 3))
+    x0, y0, x1, y1, vx, vy, src = _mv_rects(mvs, width, height, curator_blocks)
+    mag = np.hypot(vx, vy) / float(width + height)
+    iy = ((y0[:, None] <= py.ravel()[None]) & (py.ravel()[None] < y1[:, None])).astype(np.float64)
+    ix = ((x0[:, None] <= px.ravel()[None]) & (px.ravel()[None] < x1[:, None])).astype(np.float64)
+    # Within one reference direction blocks do not overlap, so each point sums at most one
+    # block per direction; the past-reference block wins, as in the painting.
+    past = src <= 0
+    for sel in (~past, past):
+        val = np.einsum("n,ny,nx->yx", mag[sel], iy[sel], ix[sel])
+        hit = np.einsum("ny,nx->yx", iy[sel], ix[sel]) > 0
+        out = np.where(hit, val, out)
+    return out.reshape(ny, 2, nx, 2).mean(axis=(1, 3))
+
+
 def motion_sample_from_mvs(mvs, width: int, height: int, frame_index: int = 0, time: float = 0.0,
                            curator_blocks: bool = False) -> MotionSample:
     """Patch statistics of one frame's motion vectors (width/height: the decoded picture size)."""
@@ -134,7 +156,9 @@ def motion_sample_from_mvs(mvs, width: int, height: int, frame_index: int = 0, t
         row_edges = np.minimum(np.arange(flow.shape[0] + 1) * MV_CELL, height)
         col_edges = np.minimum(np.arange(flow.shape[1] + 1) * MV_CELL, width)
         sums, area = patch_sums(mag, row_edges, col_edges, ny, nx, height, width)
-    return MotionSample(int(frame_index), float(time), to_host(sums), area, "motion_vectors")
+    centre = _mv_patch_centres(mvs, width, height, ny, nx, curator_blocks)
+    return MotionSample(int(frame_index), float(time), to_host(sums), area, "motion_vectors",
+                        patch_centre=centre)
 
 
 def motion_samples_from_mvs(mv_samples, width: int, height: int, curator_blocks: bool = False) -> list[MotionSample]:

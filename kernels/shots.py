@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 
@@ -317,23 +318,51 @@ def split_scenes(cut_frames, num_frames: int, fps: float, min_len_s: float, max_
     return out
 
 
-def fixed_stride_spans(num_frames: int, fps: float, clip_len_s: float, min_remainder_s: float) -> list[tuple[int, int]]:
-    """Back-to-back [start, end) spans of ``clip_len_s``; the final remainder is kept only if it
-    lasts at least ``min_remainder_s`` (Curator's fixed-stride extractor does the same)."""
-    if num_frames <= 0:
-        return []
+class Span(NamedTuple):
+    """A clip's span: seconds in the source (what metas ``duration_span`` records) and the frame
+    numbers its ``span_uuid`` is made from. Both are fixed once, where the span is made
+    (:func:`span_from_seconds` / :func:`span_from_frames`), and travel together: recomputing
+    frames from seconds later (``int(29 / 25 * 25)`` is 28) is how ids used to drift between
+    dry runs, real runs and resumes.
+    """
+
+    start_s: float
+    end_s: float
+    start_frame: int
+    end_frame: int
+
+
+def span_from_seconds(start_s: float, end_s: float, fps: float) -> Span:
+    """Curator's fixed-stride ids: frames are ``int(t * fps)`` of the span's seconds (truncating)."""
+    return Span(float(start_s), float(end_s), int(start_s * fps), int(end_s * fps))
+
+
+def span_from_frames(start_frame: int, end_frame: int, fps: float) -> Span:
+    """Curator's shot-split ids: the frame numbers themselves; seconds are ``frame / fps``."""
+    a, b = int(start_frame), int(end_frame)
+    return Span(float(a) / fps, float(b) / fps, a, b)
+
+
+def fixed_stride_spans(num_frames: int, fps: float, clip_len_s: float, min_len_s: float,
+                       stride_s: float | None = None) -> list[Span]:
+    """Curator's FixedStrideExtractorStage, to the bit: the video lasts ``num_frames / fps``
+    seconds (``num_frames = int(duration * fps)`` from the container, see the probe's ``meta_*``);
+    span k starts at the k-th running sum of ``stride_s`` (a running sum, as Curator adds it, not
+    ``k * stride``: the two differ in the last bit for strides like 0.1) and ends at
+    ``min(start + clip_len_s, duration)``; spans shorter than ``min_len_s`` are dropped (only
+    the last can be, with stride == clip length). ``stride_s`` defaults to ``clip_len_s``.
+    """
     if fps <= 0 or clip_len_s <= 0:
         raise ValueError("fps and clip_len_s must be positive")
+    stride = clip_len_s if stride_s is None else stride_s
+    if stride <= 0:
+        raise ValueError("stride_s must be positive")
+    duration = num_frames / fps
     out = []
-    k = 0
-    while True:
-        a = int(round(k * clip_len_s * fps))
-        if a >= num_frames:
-            break
-        b = min(int(round((k + 1) * clip_len_s * fps)), num_frames)
-        if b - a < min_remainder_s * fps - 1e-9 and b == num_frames:
-            break
-        if b > a:
-            out.append((a, b))
-        k += 1
+    start = 0.0
+    while start < duration:
+        end = min(start + clip_len_s, duration)
+        if end - start >= min_len_s:
+            out.append(span_from_seconds(start, end, fps))
+        start += stride
     return out

@@ -22,11 +22,15 @@ Rows, each in its own process, ``--repeat`` times (median reported):
                    nothing else: the floor for any re-encoding pipeline.
   limit            bare PyAV decode of every frame to analysis size (144 px short side, one reused
                    reformatter, codec frame threads): the floor for our analysis pass.
-  ours-default     curastream videos --split fixed --copy --previews (motion filter on, writer).
-  ours-reencode    curastream videos --split fixed --reencode (single decode feeds the encoders).
+  ours-default     curastream videos --split fixed --previews: the default clip mode, exact (smart
+                   cut: GOPs inside a span copied, partial edge GOPs re-encoded), motion, writer.
+  ours-exact       curastream videos --split fixed --exact (no previews): the clip modes side by side,
+  ours-copy        --copy (keyframe-snapped stream copy)
+  ours-reencode    and --reencode (every frame re-encoded; single decode feeds the encoders).
   ours-analysis    curastream videos --split scenes --dry-run (decode, shots, motion; metadata only).
 Targets (PASS/MISS printed): ours-default >= 10x curator-default clips/s; ours-reencode >= 1.5x
-curator-x264 clips/s and <= 1.25x bare-encode wall; ours-analysis >= 0.8x limit frames/s.
+curator-x264 clips/s and <= 1.25x bare-encode wall; ours-analysis >= 0.8x limit frames/s;
+ours-exact >= 3x ours-reencode clips/s.
 Then curastream's peak RSS at 1x and 10x the input (the same files copied into 10 folders);
 target: 10x within 1.1x of 1x (memory flat in the number of videos).
 
@@ -61,7 +65,6 @@ from _bench_common import (  # noqa: E402
     fmt,
     machine_line,
     ratio,
-    repeat,
     self_cmd,
     table,
     verdict,
@@ -119,7 +122,7 @@ def list_inputs(src: str) -> list[str]:
 def _spans(info, clip_len: float, min_len: float) -> list[tuple[float, float]]:
     from curastream.kernels.shots import fixed_stride_spans
 
-    return [(a / info.fps, b / info.fps) for a, b in fixed_stride_spans(info.num_frames, info.fps, clip_len, min_len)]
+    return [(sp.start_s, sp.end_s) for sp in fixed_stride_spans(info.meta_num_frames, info.meta_fps, clip_len, min_len)]
 
 
 def child_ours(src: str, out: str, mode: str, clip_len: float, min_len: float) -> None:
@@ -129,9 +132,9 @@ def child_ours(src: str, out: str, mode: str, clip_len: float, min_len: float) -
               stats=out.rstrip("/") + ".stats.json", encoder="libx264", preset=PRESET,
               crf=CRF)
     if mode == "default":
-        cfg = VideoRunConfig(split="fixed", clip_mode="copy", previews=True, **kw)
-    elif mode == "reencode":
-        cfg = VideoRunConfig(split="fixed", clip_mode="reencode", previews=False, **kw)
+        cfg = VideoRunConfig(split="fixed", previews=True, **kw)
+    elif mode in ("exact", "copy", "reencode"):
+        cfg = VideoRunConfig(split="fixed", clip_mode=mode, previews=False, **kw)
     else:  # analysis
         cfg = VideoRunConfig(split="scenes", dry_run=True, previews=False, **kw)
     t0 = time.perf_counter()
@@ -257,8 +260,8 @@ def child_encode(src: str, out: str, clip_len: float, min_len: float, naive: boo
 
 def child_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("kind", choices=["ours-default", "ours-reencode", "ours-analysis", "limit", "bare-encode",
-                                     "baseline"])
+    ap.add_argument("kind", choices=["ours-default", "ours-exact", "ours-copy", "ours-reencode", "ours-analysis",
+                                     "limit", "bare-encode", "baseline"])
     ap.add_argument("--src", required=True)
     ap.add_argument("--out", default=None)
     ap.add_argument("--clip-len", type=float, default=10.0)
@@ -298,7 +301,7 @@ def main() -> int:
     ap.add_argument("--curator-executor", default="stages", choices=["stages", "xenna", "ray_data"])
     ap.add_argument("--skip", default="",
                     help="comma list: curator-default,curator-x264,baseline,bare-encode,limit,ours-default,"
-                         "ours-reencode,ours-analysis,rss")
+                         "ours-exact,ours-copy,ours-reencode,ours-analysis,rss")
     ap.add_argument("--rss-factor", type=int, default=10)
     ap.add_argument("--rss-repeat", type=int, default=2,
                     help="runs per RSS row (median): one peak on a shared machine moves by ~10%%")
@@ -345,7 +348,9 @@ def main() -> int:
         ("baseline", "baseline: PyAV loop, ndarray round trip, libx264 cut", "clips"),
         ("bare-encode", "bare encode: 1 threaded decode + libx264 of the same spans", "clips"),
         ("limit", "limit: bare PyAV decode to 144p (reused reformatter, 1 swscale thread, frame threads)", "frames"),
-        ("ours-default", "curastream default: fixed, stream copy, motion, previews, writer", "clips"),
+        ("ours-default", "curastream default: fixed, exact (smart cut), motion, previews, writer", "clips"),
+        ("ours-exact", "curastream --exact (smart cut, edges veryfast crf 23), motion, writer", "clips"),
+        ("ours-copy", "curastream --copy (keyframe-snapped stream copy), motion, writer", "clips"),
         ("ours-reencode", "curastream --reencode (libx264 veryfast crf 23), motion, writer", "clips"),
         ("ours-analysis", "curastream --split scenes --dry-run (analysis only)", "clips"),
     ]
@@ -363,7 +368,7 @@ def main() -> int:
         return fmt(frames / row.med("wall_s"))
 
     clip_rows = [rows[k] for k in ("curator-default", "curator-x264", "baseline", "bare-encode", "ours-default",
-                                   "ours-reencode") if k in rows]
+                                   "ours-exact", "ours-copy", "ours-reencode") if k in rows]
     print("\n## Clip pipelines (median of runs; clips/s spread in brackets)\n")
     print(table(clip_rows, "clips", extra_cols=[("frames/s (input)", fps_col)]))
     ana_rows = [rows[k] for k in ("limit", "ours-analysis") if k in rows]
@@ -381,12 +386,14 @@ def main() -> int:
     t2 = ratio(rate("ours-reencode"), rate("curator-x264"))
     t3 = ratio(wall("ours-reencode"), wall("bare-encode"))
     t4 = ratio(wall("limit"), wall("ours-analysis"))  # same frames: fps ratio = inverse wall ratio
+    t5 = ratio(rate("ours-exact"), rate("ours-reencode"))
     print("\n## Targets\n")
     print(f"- ours default / Curator default CPU (clips/s):   {fmt(t1)}x  target >= 10x   {verdict(t1, 10)}")
     print(f"- ours reencode / Curator libx264 (clips/s):      {fmt(t2)}x  target >= 1.5x  {verdict(t2, 1.5)}")
     print(f"- ours reencode wall / bare encode wall:          {fmt(t3)}x  target <= 1.25x "
           f"{verdict(t3, 1.25, higher_is_better=False)}")
     print(f"- ours analysis fps / bare decode fps:            {fmt(t4)}x  target >= 0.8x  {verdict(t4, 0.8)}")
+    print(f"- ours exact / ours reencode (clips/s):           {fmt(t5)}x  target >= 3x    {verdict(t5, 3)}")
     other = {
         "ours default / baseline (clips/s)": ratio(rate("ours-default"), rate("baseline")),
         "ours reencode / baseline (clips/s)": ratio(rate("ours-reencode"), rate("baseline")),
@@ -394,7 +401,7 @@ def main() -> int:
     }
     for k, v in other.items():
         print(f"- {k}: {fmt(v)}x")
-    for k in ("ours-default", "ours-reencode", "ours-analysis"):
+    for k in ("ours-default", "ours-exact", "ours-copy", "ours-reencode", "ours-analysis"):
         if k in rows and rows[k].good:
             r = rows[k].good[-1].result
             print(f"- {k} stage utilisation (last run): {r.get('stages')}, analysis busy {fmt(r.get('analysis_s'))} s")
@@ -437,7 +444,8 @@ def main() -> int:
                             "skipped": v.skipped or (v.runs[-1].error if v.runs and not v.good else "")}
                         for k, v in rows.items()},
                "targets": {"default_vs_curator": t1, "reencode_vs_curator_x264": t2,
-                           "reencode_vs_bare_encode_wall": t3, "analysis_vs_limit_fps": t4},
+                           "reencode_vs_bare_encode_wall": t3, "analysis_vs_limit_fps": t4,
+                           "exact_vs_reencode": t5},
                "rss": {k: {"items": r.good[0].result.get("items") if r.good else None,
                            "tree_rss_mb": r.med("tree_rss_mb"), "wall_s": r.med("wall_s"),
                            "runs_tree_rss_mb": [x.tree_rss_mb for x in r.good]} for k, r in rss.items()}}

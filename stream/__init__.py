@@ -12,11 +12,20 @@ _LAZY = {
     "ImageFilters": "config",
     "VideoRunConfig": "config",
     "run_images": "images.pipeline",
-    "stream_images": "images.pipeline",
+    "stream_images": "api",  # takes folders/globs like the runs (api.py)
     "run_videos": "videos.pipeline",
-    "stream_videos": "videos.pipeline",
+    "stream_videos": "api",  # takes folders/globs like the runs (api.py)
     "resolve_device": "engine.device",
 }
+# The composed form (Curator's Pipeline / add_stage / run): every name curastream.compose exports.
+_LAZY.update({name: "compose" for name in (
+    "Pipeline", "PipelineError", "ProcessingStage", "Resources", "UserStageError", "MissingPluginError",
+    "register_embedder", "register_captioner", "ImageWriterStage", "ClipWriterStage",
+    "FilePartitioningStage", "ImageReaderStage", "ImageFilterStage", "ImageNSFWFilterStage",
+    "VideoReader", "FixedStrideExtractorStage", "SceneClipExtractionStage", "TransNetV2ClipExtractionStage",
+    "ClipTranscodingStage", "MotionVectorDecodeStage", "MotionFilterStage", "ClipFrameExtractionStage",
+    "PreviewStage", "InternVideo2EmbeddingStage", "CosmosEmbed1EmbeddingStage", "CaptionGenerationStage",
+)})
 
 __all__ = ["__version__", *_LAZY]
 

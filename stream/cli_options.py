@@ -89,10 +89,10 @@ def _params(cls: type) -> list[click.Parameter]:
             out.append(GroupedOption(decls, multiple=True, metavar=_metavar(s), **common))
         else:
             out.append(GroupedOption(decls, metavar=_metavar(s), **common))
-        if o.shorthands:
-            a, b = o.shorthands
-            out.append(GroupedOption([f"--{a}/--{b}", _shorthand_name(s)], is_flag=True, default=None,
-                                     group=o.group, help=f"Shorthands for {s.flag} {a} / {s.flag} {b}."))
+        for short in o.shorthands or ():
+            # one destination for all of them: the last one given wins
+            out.append(GroupedOption([f"--{short}", _shorthand_name(s)], flag_value=short, default=None,
+                                     group=o.group, help=f"Shorthand for {s.flag} {short}."))
     out.append(GroupedOption(["--config", "config_file"], metavar="FILE",
                              help="Read settings from a TOML (.toml) or YAML (.yaml, .yml) file; keys are the "
                                   "option names with underscores. Options given here override the file."))
@@ -115,7 +115,7 @@ def _command_line(ctx: click.Context, s: Spec) -> tuple[bool, Any]:
     if s.opt.scope == "positional":
         return bool(v), list(v or ())
     if s.opt.shorthands and _given(ctx, _shorthand_name(s)):
-        short = s.opt.shorthands[0 if ctx.params[_shorthand_name(s)] else 1]
+        short = ctx.params[_shorthand_name(s)]
         if _given(ctx, s.name) and v != short:
             raise ConfigError(s.name, f"says {v}, but --{short} was given too")
         return True, short

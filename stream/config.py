@@ -20,10 +20,15 @@ from curastream.kernels.motion_score import MOTION_GLOBAL_MEAN_THRESHOLD, MOTION
 __all__ = ["ConfigError", "ImageFilters", "ImageRunConfig", "VideoRunConfig"]
 
 _PATH, _URL = "PATH", "PATH|URL"
+RUNNERS = ("local", "ray")
 
 # Kept in step with curastream.writers.clip_writer.EMBEDDING_ALGORITHMS, which checks it again;
 # importing the writer here would cost the CLI's --help a second of pyarrow import.
 _EMBEDDING_ALGORITHMS = ("internvideo2", "cosmos-embed1")
+# Kept in step with curastream.images.resize.RESIZE_MODES and images.encode.ENCODE_FORMATS (a
+# test holds them equal), for the same reason: those modules import numpy and OpenCV.
+_RESIZE_MODES = ("no", "keep_ratio", "center_crop", "border")
+_ENCODE_FORMATS = ("jpg", "webp", "png")
 
 
 @dataclass
@@ -84,8 +89,22 @@ class ImageRunConfig:
     on_existing: str = opt("error", group="output", choices=ON_EXISTING,
                            help="What to do when the output already has files.")
     jpeg_quality: int = opt(92, group="output", min=1, max=100, help="JPEG quality when re-encoding.")
+    resize: int | None = opt(
+        None, group="output", min=1, off=0, metavar="N",
+        help="Store images at a training size of N px (see --resize-mode); default: the original size.")
+    resize_mode: str = opt(
+        "border", group="output", choices=_RESIZE_MODES,
+        help="With --resize (img2dataset's meanings): keep_ratio: shorter side N; center_crop: shorter side N, "
+             "centre N x N cut; border: longer side N, padded with white to N x N; no: original size.")
+    encode_format: str = opt("jpg", group="output", choices=_ENCODE_FORMATS,
+                             help="Stored image format; jpg keeps unchanged JPEGs byte for byte, webp and png "
+                                  "re-encode every image.")
+    encode_quality: int | None = opt(None, group="output", min=1, max=100,
+                                     help="jpg/webp quality of re-encoded images (default: --jpeg-quality); "
+                                          "png is lossless.")
     sidecar_json: bool = opt(True, group="output",
-                             help="Write key.json beside key.jpg (WebDataset sample); off: strict Curator parity.")
+                             help="Write key.json (and key.txt captions) beside key.jpg (WebDataset sample); "
+                                  "off: strict Curator parity.")
     deterministic_name: bool = opt(
         True, group="output",
         help="Name shards by a hash of the inputs and settings (reproducible, resumable); off: random names.")
@@ -93,6 +112,10 @@ class ImageRunConfig:
                                   help="Drop image bytes from memory once their shard is written.")
     batch_size: int = opt(32, group="performance", min=1, help="Images per pipeline batch.")
     workers: int = opt(2, group="performance", min=1, help="Decode/encode threads.")
+    runner: str = opt("local", group="performance", choices=RUNNERS,
+                      help="local: this process; ray: partitions of the input as Ray tasks (pip install 'curastream[ray]').")
+    ray_address: str | None = opt(None, group="performance", metavar="HOST:PORT",
+                                  help="Ray cluster to join with --runner ray (default: start a local Ray runtime).")
     max_pixels: int | None = opt(None, group="input", min=1,
                                  help="Decompression-bomb limit, in pixels per image (default: Pillow's).")
     filters: ImageFilters = opt(factory=ImageFilters, help="Thresholds; flat flags, one per field.")
@@ -100,6 +123,31 @@ class ImageRunConfig:
                                  help="Text file listing inputs, one path or URL per line.")
     parquet_image_column: str | None = opt(None, group="input", metavar="NAME",
                                            help="Binary column holding images in Parquet inputs.")
+    url_list: str | None = opt(None, group="input", metavar=_URL,
+                               help="Table of image URLs to download (.parquet, .csv, .tsv, .jsonl), "
+                                    "one image per row, keyed by row index; with or without SOURCES.")
+    url_col: str = opt("url", group="input", metavar="NAME", help="Column of --url-list holding the URLs.")
+    caption_col: str | None = opt(None, group="input", metavar="NAME",
+                                  help="Column of --url-list holding captions (default: caption, when present); "
+                                       "written as key.txt and the caption column.")
+    save_additional_columns: list[str] = opt(
+        factory=list, group="input", metavar="NAME[,NAME]",
+        help="Columns of --url-list to keep (repeatable or comma-separated): scalars become typed "
+             "Parquet columns, everything kept is in metadata.")
+    max_download_bytes: int = opt(50_000_000, group="input", min=1,
+                                  help="Largest download accepted; a bigger image is rejected (too large).")
+    download_timeout: float = opt(10.0, group="input", min=0, above=True,
+                                  help="Seconds to connect, and to wait for each read, per URL.")
+    download_retries: int = opt(2, group="input", min=0, max=10,
+                                help="Extra tries of a URL after a transient failure (timeout, 5xx, 429), with backoff.")
+    download_concurrency: int = opt(64, group="performance", min=1, max=4096,
+                                    help="Downloads in flight at once for --url-list.")
+    models: list[str] = opt(
+        factory=list, group="filters", metavar="NAME", short="--model",
+        help="Score with a model (repeatable): nsfw (needs curastream[models]), a name a plug-in registers "
+             "(entry points curastream.models) or pkg.module:factory. Each adds its float32 columns.")
+    max_nsfw: float | None = opt(None, group="filters", min=0, max=1,
+                                 help="Reject images whose nsfw_score is above this (needs --model nsfw).")
     emit_ipc: str | None = opt(None, group="output", metavar=_PATH,
                                help="Also stream result records as Arrow IPC (zstd) to PATH, or - for stdout.")
     emit_ipc_bytes: bool = opt(False, group="output", flag=True, help="Include encoded media bytes in the IPC stream.")
@@ -118,9 +166,10 @@ class ImageRunConfig:
         """Check every field against its metadata (canonicalising values in place), then the
         rules that span fields. Raises ConfigError (a ValueError)."""
         check_all(self)
-        if require_sources and not self.sources and not self.files_from:
-            raise ConfigError(None, "no input: give at least one source path or --files-from")
+        if require_sources and not self.sources and not self.files_from and not self.url_list:
+            raise ConfigError(None, "no input: give at least one source path, --files-from or --url-list")
         _check_output_paths(self)
+        _check_models(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat settings, exactly the keys ``--config`` reads (no credentials, no plug-ins)."""
@@ -134,6 +183,15 @@ class ImageRunConfig:
             "sidecar_json": self.sidecar_json,
             "filters": {_IDENTITY_FILTER_KEYS.get(k, k): v for k, v in asdict(self.filters).items()},
             "max_pixels": self.max_pixels,
+            # only when set: runs that store originals keep the shard names they had
+            **({"resize": self.resize, "resize_mode": self.resize_mode}
+               if self.resize and self.resize_mode != "no" else {}),
+            **({"encode_format": self.encode_format} if self.encode_format != "jpg" else {}),
+            **({"encode_quality": self.encode_quality} if self.encode_quality is not None else {}),
+            # only when set: runs without models keep the shard names they had
+            **({"models": list(self.models), "max_nsfw": self.max_nsfw} if self.models else {}),
+            **({"url_col": self.url_col, "caption_col": self.caption_col,
+                "save_additional_columns": list(self.save_additional_columns)} if self.url_list else {}),
         }
 
 
@@ -147,16 +205,27 @@ class VideoRunConfig:
     input_path: str | None = opt(
         None, group="input", metavar=_URL,
         help="Root of the input videos; processed_* paths are relative to it (default: their common folder).")
-    split: str = opt("scenes", group="splitting", choices=("scenes", "fixed"),
-                     help="Shot detection or fixed-stride clips.")
+    split: str = opt("scenes", group="splitting", choices=("scenes", "fixed", "transnetv2"),
+                     help="Shot detection (kernel), fixed-stride clips, or TransNetV2 shots with Curator's defaults "
+                          "(threshold 0.4, 2-10 s, 0.5 s crop; needs curastream[models]).")
     clip_len: float = opt(10.0, group="splitting", min=0, above=True, formerly=("clip_len_s",),
                           help="Fixed-stride clip length in seconds; with scenes, longer shots are split to this.")
-    min_clip_len: float = opt(0.5, group="splitting", min=0, formerly=("min_clip_s",),
-                              help="Shortest clip in seconds: a shorter fixed-stride remainder or shot is dropped.")
+    # Defaults of Curator's video split tutorial (--fixed-stride-split-duration 10,
+    # --fixed-stride-min-clip-length-s 2, stride = duration), so the same video gets its span_uuids.
+    stride: float | None = opt(None, group="splitting", min=0, above=True,
+                               help="Fixed-stride step between clip starts in seconds (default: --clip-len).")
+    min_clip_len: float = opt(2.0, group="splitting", min=0, formerly=("min_clip_s",),
+                              help="Shortest fixed-stride clip in seconds (at most --clip-len): a shorter remainder is "
+                                   "dropped. Shots shorter than this, at most 0.5 s, join a neighbour.")
     max_clip_len: float = opt(60.0, group="splitting", min=0, above=True, formerly=("max_clip_s",),
                               help="Longest scene clip in seconds (the smaller of this and --clip-len applies).")
-    clip_mode: str = opt("copy", group="clips", choices=("copy", "reencode"), shorthands=("copy", "reencode"),
-                         help="copy: stream copy cut on keyframes (fast); reencode: exact cuts.")
+    clip_mode: str = opt("exact", group="clips", choices=("exact", "copy", "reencode"),
+                         shorthands=("exact", "copy", "reencode"),
+                         help="exact: frame-exact clips by smart cut (GOPs inside the span copied, the edges "
+                              "re-encoded in the source's codec); copy: stream copy cut on keyframes (fastest, "
+                              "clips snap to keyframes); reencode: every frame re-encoded with --encoder.")
+    audio: bool = opt(True, group="clips",
+                      help="Keep the source's audio in each clip, trimmed to the span (to the nearest packet).")
     encoder: str = opt("libx264", group="clips", help="FFmpeg encoder for re-encoded clips.")
     preset: str = opt("veryfast", group="clips", formerly=("encoder_preset",), help="Encoder preset.")
     crf: int = opt(23, group="clips", min=0, max=63, formerly=("encoder_crf",),
@@ -168,9 +237,10 @@ class VideoRunConfig:
     motion_filter: bool = opt(True, group="filters",
                               help="Filter clips below the motion thresholds into filtered_clips/.")
     motion_method: str = opt(
-        "frames", group="filters", choices=("frames", "vectors", "auto"),
-        help="frames: block matching on the analysis frames (every codec); vectors: codec motion vectors as "
-             "Curator computes them (H.264/MPEG; B-frame streams read high); auto: vectors where the codec has them.")
+        "auto", group="filters", choices=("frames", "vectors", "auto"),
+        help="auto: codec motion vectors as Curator scores them where the codec has them (H.264/MPEG family), "
+             "block matching on the analysis frames, calibrated to the same scale, elsewhere (VP9, AV1, ...); "
+             "vectors: only codec vectors (-1 without them, as Curator); frames: block matching for every codec.")
     motion_global_mean_threshold: float = opt(
         MOTION_GLOBAL_MEAN_THRESHOLD, group="filters", min=0, help="Minimum mean motion over the clip (Curator's units).")
     motion_per_patch_min_threshold: float = opt(
@@ -181,12 +251,18 @@ class VideoRunConfig:
                                      help="Filter clips longer than this many seconds.")
     analysis_short_side: int = opt(144, group="splitting", min=16,
                                    help="Short side, in pixels, of the frames decoded for shot detection and motion.")
-    clips_per_chunk: int = opt(32, group="output", min=1, help="Clips per processed_clip_chunks/ record.")
+    clips_per_chunk: int = opt(
+        32, group="output", min=1,
+        help="Curator's num_clips_per_chunk: a processed_clip_chunks/ record closes at 8x this many seconds of clips.")
     device: str = opt("auto", group="performance", choices=DEVICES,
                       help="Where to decode and compute; gpu without a CUDA device is an error.")
     on_existing: str = opt("error", group="output", choices=ON_EXISTING,
                            help="What to do when the output already has files.")
     max_workers: int = opt(6, group="performance", min=1, help="Writer threads.")
+    runner: str = opt("local", group="performance", choices=RUNNERS,
+                      help="local: this process; ray: partitions of the input as Ray tasks (pip install 'curastream[ray]').")
+    ray_address: str | None = opt(None, group="performance", metavar="HOST:PORT",
+                                  help="Ray cluster to join with --runner ray (default: start a local Ray runtime).")
     video_time_limit: float | None = opt(
         600.0, group="performance", min=0, above=True, off=0, formerly=("video_time_limit_s",),
         help="Seconds one video may take before it is rejected (a hostile file cannot hang the run).")
@@ -200,6 +276,14 @@ class VideoRunConfig:
     captioner: Any = api_only(help="callable(frames) -> str: Python API only.")
     caption_models: list[str] = opt(factory=list, group="clips", metavar="NAME",
                                     help="Caption model name to record (repeatable).")
+    models: list[str] = opt(
+        factory=list, group="clips", metavar="NAME", short="--model",
+        help="Score each clip's sampled frames with a model (repeatable): nsfw (max over the frames, in metas), "
+             "a plug-in name (entry points curastream.models) or pkg.module:factory.")
+    embedder_factory: str | None = opt(None, group="clips", metavar="pkg.module:factory", short="--embedder",
+                                       help="Embedding plug-in: a factory returning callable(frames) -> vector.")
+    captioner_factory: str | None = opt(None, group="clips", metavar="pkg.module:factory", short="--captioner",
+                                        help="Caption plug-in: a factory returning callable(frames) -> str.")
     emit_ipc: str | None = opt(None, group="output", metavar=_PATH,
                                help="Also stream result records as Arrow IPC (zstd) to PATH, or - for stdout.")
     emit_ipc_bytes: bool = opt(False, group="output", flag=True, help="Include encoded media bytes in the IPC stream.")
@@ -221,7 +305,8 @@ class VideoRunConfig:
         if require_sources and not self.sources:
             raise ConfigError(None, "no input: give at least one video source")
         _check_output_paths(self)
-        if self.generate_embeddings and self.embedder is None:
+        _check_models(self)
+        if self.generate_embeddings and self.embedder is None and not self.embedder_factory:
             raise ConfigError(
                 "generate_embeddings",
                 "needs an embedding plug-in (embedder=callable(frames) -> vector); none is configured")
@@ -252,7 +337,11 @@ def _check_output_paths(cfg) -> None:
 
     from curastream.engine.names import printable
 
+    _check_backends(cfg)
     out = cfg.output
+    if out == "-":
+        raise ConfigError("output", "must be a folder or URL: - (stdout) cannot hold a dataset; "
+                                    "--emit-ipc - streams the records there")
     if out and _is_local(out) and os.path.exists(_local(out)) and not os.path.isdir(_local(out)):
         raise ConfigError(None, f"--output {printable(out)} is a file, not a folder")
     if cfg.stats == "-" and cfg.emit_ipc == "-":
@@ -274,3 +363,35 @@ def _check_output_paths(cfg) -> None:
             raise ConfigError(name, f"cannot be written: {printable(anchor)} is a file, not a folder", path)
         if not os.access(anchor, os.W_OK | os.X_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
             raise ConfigError(name, "cannot be written: permission denied", path)
+
+
+# Every field that names a place to read or write: a URL among them whose fsspec backend is not
+# installed fails here, in one line, instead of as a traceback once the run reaches it.
+_LOCATION_FIELDS = ("sources", "output", "input_path", "files_from", "url_list", "stats", "emit_ipc")
+
+
+def _check_backends(cfg) -> None:
+    from curastream.engine.storage import MissingBackendError, require_backend
+
+    for name in _LOCATION_FIELDS:
+        value = getattr(cfg, name, None)
+        for url in (value if isinstance(value, list) else [value]):
+            if not url or _is_local(url):
+                continue
+            try:
+                require_backend(url)
+            except MissingBackendError as e:
+                why = f"{e.url} needs the {e.package} package: pip install {e.package}"
+            except ValueError as e:  # fsspec: "Protocol not known: ..."
+                why = f"{url}: {e}"
+            else:
+                continue
+            # sources are positional: no flag to name
+            raise ConfigError(None, f"input {why}") if name == "sources" else ConfigError(name, why)
+
+
+def _check_models(cfg) -> None:
+    for bad in [m for m in cfg.models if not m.strip()]:
+        raise ConfigError("models", "needs a model name or pkg.module:factory", bad, flag="--model")
+    if getattr(cfg, "max_nsfw", None) is not None and "nsfw" not in cfg.models:
+        raise ConfigError("max_nsfw", "needs --model nsfw (the score it filters on)")

@@ -64,8 +64,8 @@ class Opt:
     flag: bool = False  # a boolean given as --x only, with no --no-x
     short: str | None = None
     metavar: str | None = None
-    # Two flags that set the first / second choice, e.g. ("copy", "reencode") -> --copy/--reencode
-    shorthands: tuple[str, str] | None = None
+    # Flags that each set one choice, e.g. ("copy", "reencode") -> --copy, --reencode
+    shorthands: tuple[str, ...] | None = None
     # command: an option of the subcommand; positional: its arguments; global: an option of the
     # `curastream` group (-v); api: settable from Python only (no flag, not in files or index.json)
     scope: str = "command"
@@ -99,6 +99,11 @@ class Spec:
     @property
     def flag(self) -> str:
         return self.name.upper() if self.opt.scope == "positional" else flag_of(self.name)
+
+    @property
+    def dotted(self) -> str:
+        """Where the value lives from Python (``filters.dedup_distance``): the API's name for it."""
+        return ".".join(self.path)
 
     @property
     def settable(self) -> bool:
@@ -141,6 +146,9 @@ def specs(cls: type, expand: bool = True) -> tuple[Spec, ...]:
         d = _default(f)
         if nullable and d is not None and d is not MISSING and o.off is None and o.scope != "api":
             raise TypeError(f"{cls.__name__}.{f.name} needs off=: files and flags have no None")
+        if base in (int, float) and o.scope != "api" and o.min is None and o.max is None:
+            # the range is what a wrong value's message names, and what --help shows
+            raise TypeError(f"{cls.__name__}.{f.name} needs a range: min= and/or max=")
         out.append(Spec(f.name, (f.name,), o, base, nullable, d))
     return tuple(out)
 
@@ -213,7 +221,7 @@ def check(s: Spec, value: Any) -> Any:
     else:  # API-only objects (plug-ins, credentials) are not checked here
         ok = True
     if not ok:
-        raise ConfigError(s.name, rule(s), value, s.flag)
+        raise ConfigError(s.dotted, rule(s), value, s.flag)
     return value
 
 
@@ -222,7 +230,7 @@ def parse_text(s: Spec, text: str) -> Any:
     try:
         return int(text) if s.base is int else float(text) if s.base is float else text
     except ValueError:
-        raise ConfigError(s.name, rule(s), text, s.flag) from None
+        raise ConfigError(s.dotted, rule(s), text, s.flag) from None
 
 
 def canonicalise(obj: Any) -> None:

@@ -58,4 +58,4 @@ print('pandas' in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
-    assert (tmp_path / "out" / "rejects.parquet").exists()
+    assert (tmp_path / "out" / "_curastream" / "rejects.parquet").exists()

@@ -167,7 +167,7 @@ def test_unknown_keys_name_the_closest_valid_one(tmp_path):
     (["images", "--max-frac-dark", "1.5"], "--max-frac-dark must be a number in 0..1, got 1.5"),
     (["videos", "--clip-len", "0"], "--clip-len must be a number > 0, got 0"),
     (["videos", "--crf", "99"], "--crf must be an integer in 0..63, got 99"),
-    (["videos", "--split", "shots"], "--split must be one of scenes, fixed, got 'shots'"),
+    (["videos", "--split", "shots"], "--split must be one of scenes, fixed, transnetv2, got 'shots'"),
     (["videos", "--generate-embeddings"], "--generate-embeddings needs an embedding plug-in"),
     (["videos", "--clip-mode", "copy", "--reencode"], "--clip-mode says copy, but --reencode was given too"),
 ])
@@ -195,7 +195,7 @@ def test_missing_input_and_output():
 def test_python_api_messages_name_the_field_and_the_flag():
     with pytest.raises(ConfigError) as e:
         ImageRunConfig(sources=["a"], filters=ImageFilters(dedup_distance=-3)).validate()
-    assert str(e.value) == "dedup_distance (--dedup-distance) must be an integer in 0..64, got -3"
+    assert str(e.value) == "filters.dedup_distance (--dedup-distance) must be an integer in 0..64, got -3"
     assert isinstance(e.value, ValueError)
     with pytest.raises(ConfigError, match=r"^min_clip_len \(--min-clip-len\) must be a number >= 0, got -1$"):
         VideoRunConfig(sources=["v"], min_clip_len=-1).validate()

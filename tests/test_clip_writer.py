@@ -87,9 +87,11 @@ def make_clip(video_path: str, i: int, *, filtered_by=(), media=True, emb=True,
     c.filtered_by = list(filtered_by)
     if emb:
         c.embeddings = {algo: embedding(c.uuid)}
+    # Curator's window of a clip this short: all of it, frames counted from the clip's first,
+    # end inclusive; its preview is named after it.
     if preview:
-        c.preview = b"RIFF\x00\x00\x00\x00WEBPfake"
-    c.windows = [{"start_frame": 0, "end_frame": N_FRAMES}]
+        c.previews = {(0, N_FRAMES - 1): b"RIFF\x00\x00\x00\x00WEBPfake"}
+    c.windows = [{"start_frame": 0, "end_frame": N_FRAMES - 1}]
     if captions:
         c.windows[0].update({"qwen_caption": f"clip {i}", "qwen_lm_enhanced_caption": f"clip {i}!",
                              "other_caption": "not emitted"})
@@ -186,7 +188,7 @@ def test_full_layout_and_formats(dirs):
     expected = set()
     expected |= {f"clips/{c.uuid}.mp4" for c in passed}
     expected |= {f"filtered_clips/{c.uuid}.mp4" for c in filtered}
-    expected |= {f"previews/{c.uuid}/{c.start_frame}_{c.end_frame}.webp" for c in passed}
+    expected |= {f"previews/{c.uuid}/0_{N_FRAMES - 1}.webp" for c in passed}
     expected |= {f"metas/v0/{c.uuid}.json" for c in clips}
     expected |= {f"iv2_embd/{c.uuid}.pickle" for c in passed}
     expected |= {f"iv2_embd_parquet/{chunk_uuid(vp, i)}.parquet" for i in (0, 1)}
@@ -217,7 +219,7 @@ def test_full_layout_and_formats(dirs):
         assert meta["motion_score"] == c.motion_score
         assert meta["frame_scores"] == {"sharpness": 1.5, "mean_luma": 0.25}
         # Only listed models are emitted, caption keys before enhanced ones.
-        assert meta["windows"] == [{"start_frame": 0, "end_frame": 10, "qwen_caption": c.windows[0]["qwen_caption"],
+        assert meta["windows"] == [{"start_frame": 0, "end_frame": 9, "qwen_caption": c.windows[0]["qwen_caption"],
                                     "qwen_lm_enhanced_caption": c.windows[0]["qwen_lm_enhanced_caption"]}]
         assert meta["valid"] is (not c.filtered_by)
         sub = "filtered_clips" if c.filtered_by else "clips"
@@ -228,7 +230,7 @@ def test_full_layout_and_formats(dirs):
         arr = pickle.loads((out / "iv2_embd" / f"{c.uuid}.pickle").read_bytes())
         assert arr.dtype == np.float16 and arr.shape == (1, DIM)
         np.testing.assert_allclose(arr[0], embedding(c.uuid), rtol=1e-3, atol=1e-3)
-        assert (out / "previews" / c.uuid / f"{c.start_frame}_{c.end_frame}.webp").read_bytes() == c.preview
+        assert (out / "previews" / c.uuid / f"0_{N_FRAMES - 1}.webp").read_bytes() == c.previews[(0, N_FRAMES - 1)]
 
     for i, chunk in enumerate((chunk0, chunk1)):
         t = pq.read_table(out / "iv2_embd_parquet" / f"{chunk_uuid(vp, i)}.parquet")
@@ -247,8 +249,8 @@ def test_full_layout_and_formats(dirs):
     assert (ch0["num_clips_with_caption"], ch0["num_clips_with_webp"]) == (2, 2)
     assert ch0["total_clip_duration"] == pytest.approx(3.0) and ch0["max_clip_duration"] == pytest.approx(1.0)
     assert ch0["clips"] == [chunk0[0].uuid, chunk0[2].uuid] and ch0["filtered_clips"] == [chunk0[1].uuid]
-    assert ch0["all_windows"] == {chunk0[0].uuid: {"0_10": "clip 0"}, chunk0[2].uuid: {"0_10": "clip 2"}}
-    assert ch0["all_windows_enhanced_caption"][chunk0[2].uuid] == {"0_10": "clip 2!"}
+    assert ch0["all_windows"] == {chunk0[0].uuid: {"0_9": "clip 0"}, chunk0[2].uuid: {"0_9": "clip 2"}}
+    assert ch0["all_windows_enhanced_caption"][chunk0[2].uuid] == {"0_9": "clip 2!"}
     ch1 = json.loads((out / "processed_clip_chunks/sub/vid.mp4_1.json").read_text())
     assert (ch1["num_clips_filtered_by_aesthetic"], ch1["num_clips_passed"]) == (1, 1)
 
@@ -304,8 +306,12 @@ def test_missing_embedding_preview_and_no_upload(dirs, caplog):
         with full_writer(inp, out, upload_clips=False) as w:
             w.write_chunk(ClipChunk(video.path, 0, [c], 1), video)
     meta = json.loads((out / "metas/v0" / f"{c.uuid}.json").read_text())
-    assert "internvideo2" in meta["errors"]["embedding"] and meta["valid"] is False
-    assert meta["clip_location"] is None  # nothing uploaded, so nothing to point at
+    # Curator's errors: the list of what failed; the messages are ours, beside it
+    assert meta["errors"] == ["embedding"] and "internvideo2" in meta["error_messages"]["embedding"]
+    assert meta["valid"] is False
+    # Curator records where the clip goes even when it is not uploaded
+    assert meta["clip_location"] == str(out / "clips" / f"{c.uuid}.mp4")
+    assert not Path(meta["clip_location"]).exists()
     assert not any(p.startswith(("clips/", "previews/", "iv2_")) for p in files_under(out))
     assert sum("no preview" in r.getMessage() for r in caplog.records) == 1
     assert sum("has no internvideo2 embedding" in r.getMessage() for r in caplog.records) == 1

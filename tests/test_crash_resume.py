@@ -5,9 +5,9 @@ seeded random moment (most of them after the first output file appears, so the k
 shards / clips are being committed), sometimes kills the first ``--on-existing resume`` too, and
 then resumes to the end. The finished output must equal an uninterrupted run into the same path:
 
-- images: the same files, byte for byte (tars, Parquet, rejects.parquet); every input either in
-  exactly one shard or in rejects.parquet; nothing lost, nothing twice;
-- videos: the same clip files, metas, processed_* JSON and rejects.parquet, byte for byte (the
+- images: the same files, byte for byte (tars, Parquet, _curastream/rejects.parquet); every input
+  either in exactly one shard or in the rejects; nothing lost, nothing twice;
+- videos: the same clip files, metas, processed_* JSON and _curastream/rejects.parquet, byte for byte (the
   runs write into the same path, so even ``clip_location`` is equal);
 - no ``*.tmp-*`` file anywhere; ``index.json`` lists every file on disk but itself, each with the
   bytes and sha256 it really has, and the same file list as the clean run.
@@ -244,7 +244,7 @@ def _image_keys(out: Path) -> tuple[list[str], list[str]]:
     kept = []
     for p in sorted(out.glob("images-*.parquet")):
         kept += pq.read_table(p, columns=["image_id"]).column("image_id").to_pylist()
-    rejected = pq.read_table(out / "rejects.parquet").column("key").to_pylist()
+    rejected = pq.read_table(out / "_curastream" / "rejects.parquet").column("image_id").to_pylist()
     return kept, rejected
 
 
@@ -303,17 +303,17 @@ def video_case(tmp_path_factory):
 
 def _video_state(out: Path, src: Path) -> tuple[set[str], set[str], list[str]]:
     done = {p.name[: -len(".json")] for p in (out / "processed_videos").rglob("*.json")}
-    rejected = {Path(s).name for s in pq.read_table(out / "rejects.parquet").column("source").to_pylist()}
+    rejected = {Path(s).name for s in pq.read_table(out / "_curastream" / "rejects.parquet").column("source").to_pylist()}
     clips = sorted(p.name for d in ("clips", "filtered_clips") if (out / d).is_dir() for p in (out / d).rglob("*.mp4"))
     return done, rejected, clips
 
 
 def _check_video_summary(out: Path, n_inputs: int) -> None:
-    doc = json.loads((out / "summary.json").read_bytes())
+    doc = json.loads((out / "_curastream" / "summary.json").read_bytes())
     t = doc["totals"]
     assert t["videos"] == n_inputs
     assert t["videos_processed"] + t["videos_rejected"] + t["videos_skipped_done"] == n_inputs, t
-    rej = pq.read_table(out / "rejects.parquet").to_pylist()
+    rej = pq.read_table(out / "_curastream" / "rejects.parquet").to_pylist()
     assert sorted(r["source"] for r in doc["rejects"]) == sorted(r["source"] for r in rej)
 
 
@@ -339,8 +339,8 @@ def test_videos_sigkill_then_resume_equals_uninterrupted_run(video_case):
         s["items_lost"] += len(set(names) - done - rejected) + len(set(ref_clips) - set(clips))
         s["items_duplicated"] += len(clips) - len(set(clips))
         assert (done, rejected, clips) == (ref_done, ref_rej, ref_clips), f"trial {trial}"
-        _compare_files(out, ref, skip={"index.json", "summary.json"})
-        _check_index(out, ref_index, skip=frozenset({"summary.json"}))
+        _compare_files(out, ref, skip={"index.json", "_curastream/summary.json"})
+        _check_index(out, ref_index, skip=frozenset({"_curastream/summary.json"}))
         _check_video_summary(out, len(names))
     assert SUMMARY["videos"]["items_lost"] == 0 and SUMMARY["videos"]["items_duplicated"] == 0
     assert SUMMARY["videos"]["kills_mid_run"] >= VIDEO_TRIALS // 2, SUMMARY["videos"]
@@ -359,7 +359,7 @@ def test_images_resume_from_handmade_crash_points(image_case):
     stems = sorted(p.stem for p in ref.glob("images-*.tar"))
     states = {
         # killed between a shard's tar commit and its Parquet commit, rejects never written
-        "tar_without_parquet": lambda: [(out / f"{stems[3]}.parquet").unlink(), (out / "rejects.parquet").unlink()]
+        "tar_without_parquet": lambda: [(out / f"{stems[3]}.parquet").unlink(), (out / "_curastream" / "rejects.parquet").unlink()]
         + [(out / f"{s}.{e}").unlink() for s in stems[4:] for e in ("tar", "parquet")],
         # killed while writing the next tar: its temporary is left behind
         "stray_temp": lambda: [(out / f"{s}.{e}").unlink() for s in stems[5:] for e in ("tar", "parquet")]
@@ -367,8 +367,8 @@ def test_images_resume_from_handmade_crash_points(image_case):
         # killed after the last shard, before index.json
         "no_index": lambda: None,
         # nothing committed but temporaries
-        "only_temps": lambda: [p.unlink() for p in out.iterdir()]
-        + [(out / "rejects.parquet.tmp-1-00000000").write_bytes(b"x")],
+        "only_temps": lambda: [shutil.rmtree(p) if p.is_dir() else p.unlink() for p in out.iterdir()]
+        + [(out / "_curastream").mkdir(), (out / "_curastream" / "rejects.parquet.tmp-1-00000000").write_bytes(b"x")],
     }
     for name, damage in states.items():
         _restore(ref, out)
@@ -400,7 +400,7 @@ def test_videos_resume_from_handmade_crash_points(video_case):
         "chunk_without_video_marker": lambda: (out / "processed_videos" / f"{victim}.json").unlink(),
         # a clip's temporary left behind, summary and rejects never written
         "stray_temp": lambda: [(out / "processed_videos" / f"{victim}.json").unlink(),
-                               (out / "summary.json").unlink(), (out / "rejects.parquet").unlink(),
+                               (out / "_curastream" / "summary.json").unlink(), (out / "_curastream" / "rejects.parquet").unlink(),
                                (out / "clips" / f"{uuids[0]}.mp4.tmp-999-deadbeef").write_bytes(b"\0" * 100)],
     }
     for name, damage in states.items():
@@ -408,7 +408,7 @@ def test_videos_resume_from_handmade_crash_points(video_case):
         (out / "index.json").unlink()
         damage()
         _run_ok(video_case["cmd"] + ["--on-existing", "resume"])
-        _compare_files(out, ref, skip={"index.json", "summary.json"})
-        _check_index(out, ref_index, skip=frozenset({"summary.json"}))
+        _compare_files(out, ref, skip={"index.json", "_curastream/summary.json"})
+        _check_index(out, ref_index, skip=frozenset({"_curastream/summary.json"}))
         _check_video_summary(out, len(video_case["names"]))
         SUMMARY["videos"]["resumes"] += 1

@@ -186,7 +186,7 @@ def _kept(out: Path) -> dict[str, dict]:
 
 
 def _rejects(out: Path) -> dict[str, dict]:
-    return {r["key"]: r for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    return {r["image_id"]: r for r in pq.read_table(out / "_curastream" / "rejects.parquet").to_pylist()}
 
 
 def _tar_members(out: Path) -> dict[str, bytes]:
@@ -205,7 +205,8 @@ def _assert_safe_member(name: str) -> None:
 
 
 def _video_reject_reasons(out: Path) -> dict[str, tuple[str, str]]:
-    return {r["key"]: (r["stage"], r["reason"]) for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    rows = pq.read_table(out / "_curastream" / "rejects.parquet").to_pylist()
+    return {os.path.basename(r["source"]): (r["stage"], r["reason"]) for r in rows}
 
 
 def _processed(out: Path) -> set[str]:
@@ -437,7 +438,7 @@ def test_generated_bad_videos(tmp_path):
     assert json.loads((out / "processed_videos" / "fast_fps.mkv.json").read_bytes())["num_total_clips"] == 0
     assert _all_clips_open(out) == 2
     assert stats.items_in == len(bad_names) + 2 and stats.items_rejected == len(bad_names)
-    summary = json.loads((out / "summary.json").read_bytes())
+    summary = json.loads((out / "_curastream" / "summary.json").read_bytes())
     assert summary["totals"]["videos_rejected"] == len(bad_names)
     _no_temps(out)
 
@@ -510,7 +511,7 @@ def test_video_time_limit_rejects_and_the_run_goes_on(tmp_path):
         done = re.search(r"after (\d+) frames", reason)
         assert done and int(done.group(1)) < total, (reason, total)
     assert stats.rejected_by_reason.get("decode:time_limit") == len(names)
-    assert (out / "index.json").exists() and (out / "summary.json").exists()
+    assert (out / "index.json").exists() and (out / "_curastream" / "summary.json").exists()
 
 
 # -- hostile names ----------------------------------------------------------------------------------------
@@ -609,7 +610,7 @@ def test_hostile_names_in_videos(tmp_path):
         for name, why in rejected.items():
             key = os.fsencode(name).decode("utf-8", "backslashreplace")
             assert why in rej[key][1]
-        json.loads((out / "summary.json").read_bytes())
+        json.loads((out / "_curastream" / "summary.json").read_bytes())
         listings.append(sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
                                if p.name not in ("index.json", "summary.json")))
         _no_temps(out)

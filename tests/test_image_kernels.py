@@ -228,7 +228,7 @@ def test_photo_scores_are_plausible():
 
 def _reference_scores(rgb: np.ndarray, y: np.ndarray) -> dict:
     """The xp reference functions, which score_batch's fused OpenCV path must reproduce."""
-    return {"sharpness": sc.sharpness(y), **sc.exposure(y), "contrast": sc.contrast(y),
+    return {"sharpness": sc.sharpness_score(y), **sc.exposure(y), "contrast": sc.contrast(y),
             "colorfulness": sc.colorfulness(rgb), "entropy": sc.entropy(y)}
 
 

@@ -41,7 +41,7 @@ def _all_rows(out: Path) -> pd.DataFrame:
 
 
 def _rejects(out: Path) -> pd.DataFrame:
-    return pq.read_table(out / "rejects.parquet").to_pandas()
+    return pq.read_table(out / "_curastream" / "rejects.parquet").to_pandas()
 
 
 @pytest.fixture(scope="module")
@@ -178,15 +178,15 @@ def test_webdataset_reads_the_shards(media_run):
     for s in samples[:5]:
         assert set(k for k in s if not k.startswith("__")) == {"jpg", "json"}
         meta = json.loads(s["json"])
-        assert meta["key"] == s["__key__"]
+        assert meta["image_id"] == s["__key__"]
 
 
 def test_same_run_twice_is_byte_identical(media_run, tmp_path):
     out, _ = media_run
 
     def digest(d: Path):
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(d.iterdir()) if p.name != "index.json"}
+        return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(d.rglob("*")) if p.is_file() and p.name != "index.json"}
 
     before = digest(out)
     # tar_file holds the absolute output path (as Curator's does), so rerun into the same place
@@ -199,11 +199,15 @@ def test_same_run_twice_is_byte_identical(media_run, tmp_path):
         {k: v for k, v in before.items() if k.endswith(".tar")}
 
 
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name != "index.json"}
+
+
 def test_index_json_lists_every_file(media_run):
     out, _ = media_run
     doc = json.loads((out / "index.json").read_text())
     listed = {f["path"]: f for f in doc["files"]}
-    on_disk = {p.name for p in out.iterdir()} - {"index.json"}
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"index.json"}
     assert set(listed) == on_disk
     for name, f in listed.items():
         assert f["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
@@ -225,9 +229,9 @@ def test_near_duplicates_are_recorded(sample_dir, tmp_path):
     _run([sample_dir], out, images_per_tar=3, batch_size=2)
     rej = _rejects(out)
     dup = rej[rej["stage"] == "dedup"]
-    assert dup["key"].tolist() == ["astronaut_small_copy"]
+    assert dup["image_id"].tolist() == ["astronaut_small_copy"]
     assert dup["duplicate_of"].tolist() == ["astronaut"]
-    assert "broken" in rej["key"].tolist()
+    assert "broken" in rej["image_id"].tolist()
     counts = [len(pq.read_table(p.with_suffix(".parquet"))) for p in _shards(out)]
     assert all(c == 3 for c in counts[:-1])
 
@@ -245,7 +249,7 @@ def test_existing_output_is_an_error_by_default_and_resume_completes(sample_dir,
     _run([sample_dir], out, images_per_tar=2)
     with pytest.raises(OutputExistsError):
         _run([sample_dir], out, images_per_tar=2)
-    full = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "index.json"}
+    full = _files(out)
     # simulate a crash: last shard and the index gone, a temp file and an orphan tar left behind
     shards = _shards(out)
     shards[-1].unlink()
@@ -254,8 +258,7 @@ def test_existing_output_is_an_error_by_default_and_resume_completes(sample_dir,
     (out / "index.json").unlink()
     (out / f"{shards[-1].name}.tmp-999-deadbeef").write_bytes(b"partial")
     _run([sample_dir], out, images_per_tar=2, on_existing="resume")
-    again = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "index.json"}
-    assert again == full
+    assert _files(out) == full
     assert (out / "index.json").exists()
 
 
@@ -303,9 +306,10 @@ def test_cli_emit_ipc_and_stats(sample_dir, tmp_path):
     assert "'ok'" in rest and "'rejected'" in rest
     doc = json.loads(stats.read_text())
     names = [s["name"] for s in doc["stages"]]
-    assert names == ["decode", "score", "filter", "encode", "write"]
+    # dedup is on: the analysis pass (decode, score), then the write pass (images.dedup)
+    assert names == ["decode", "score", "analysed", "filter", "encode", "write"]
     assert all(0 <= s["utilisation"] <= 1.5 for s in doc["stages"]) and doc["bottleneck"] in names
-    assert len(doc["queues"]) == 5
+    assert len(doc["queues"]) == 2 + 5
 
 
 def test_dali_cpu_decoder_gives_the_same_shard_rows(sample_dir, tmp_path):

@@ -1,8 +1,8 @@
 """The layering of the package, held by reading every module's imports (lazy ones included).
 
 engine: knows nothing of media, writers or the faces. kernels: only kernels. writers: only
-engine contracts and other writers. images and videos: engine, kernels, writers, config and
-their own slice, never each other. The faces (cli, api, config, demo, samples) sit on top.
+engine contracts and other writers. models: engine (and kernels). images and videos: engine,
+kernels, writers, config, models and their own slice, never each other. The faces (cli, api, config, demo, samples) sit on top.
 """
 
 from __future__ import annotations
@@ -21,10 +21,19 @@ ALLOWED = {
     "engine": set(),
     "kernels": set(),
     "writers": {"engine"},
-    "images": {"engine", "kernels", "writers", "config"},
-    "videos": {"engine", "kernels", "writers", "config"},
+    # distributed: only the hand-off of --runner ray, each medium to its own runner (held below)
+    "images": {"engine", "kernels", "writers", "config", "models", "distributed"},
+    "videos": {"engine", "kernels", "writers", "config", "models", "distributed"},
+    # the Ray runner: partitions of a media run as tasks running that medium's own stages
+    "distributed": {"engine", "kernels", "writers", "images", "videos", "config", "models"},
+    # the model contract, registry and built-ins: engine contracts only, never the media slices
+    "models": {"engine", "kernels"},
     "config": {"engine", "kernels"},  # kernels: the thresholds they define (motion filter)
-    "faces": {"engine", "kernels", "writers", "images", "videos", "config", "faces", "root"},
+    # curastream export reads finished outputs through the engine's storage and writes with it:
+    # never the media pipelines, so an export needs neither decoders nor models
+    "export": {"engine", "writers"},
+    "faces": {"engine", "kernels", "writers", "images", "videos", "config", "models", "distributed", "export",
+              "faces", "root"},
     "root": set(),
 }
 
@@ -48,7 +57,7 @@ def layer_of(module: str) -> str:
     if len(parts) == 1:
         return "root"
     head = parts[1]
-    if head in ("engine", "kernels", "writers", "images", "videos", "config"):
+    if head in ("engine", "kernels", "writers", "images", "videos", "config", "models", "distributed", "export"):
         return head
     if head.startswith("config_"):  # the config's own helpers (schema, file formats)
         return "config"
@@ -112,7 +121,48 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     assert "engine imports curastream.images (images)" in found[1]
 
 
+def test_compose_is_a_face_that_no_layer_below_imports():
+    """curastream.compose builds on engine, images, videos, writers and models (like api.py); the
+    layers under it never import it, so the pipelines stay usable without the composed form."""
+    below = {"engine", "kernels", "writers", "images", "videos", "config", "models"}
+    found = []
+    for module, path in _modules().items():
+        if layer_of(module) in below:
+            found += [f"{module}: {t}" for _, t in imports_of(module, path) if t.startswith("curastream.compose")]
+    assert found == []
+    assert any(m.startswith("curastream.compose") for m in _modules())
+
+
 @pytest.mark.parametrize("module,layer", [("curastream.engine.batch", "engine"), ("curastream.cli", "faces"),
-                                          ("curastream.images.stages", "images"), ("curastream", "root")])
+                                          ("curastream.compose.pipeline", "faces"),
+                                          ("curastream.images.stages", "images"), ("curastream", "root"),
+                                          ("curastream.models.registry", "models"),
+                                          ("curastream.distributed.images", "distributed"),
+                                          ("curastream.export.run", "export")])
 def test_layer_names(module, layer):
     assert layer_of(module) == layer
+
+
+def test_each_medium_hands_off_only_to_its_own_ray_runner():
+    """images and videos may import curastream.distributed for --runner ray, but only their own
+    runner: through the other's, images would reach videos (and back)."""
+    found = []
+    for module, path in _modules().items():
+        layer = layer_of(module)
+        if layer in ("images", "videos"):
+            found += [f"{module}: {t}" for _, t in imports_of(module, path)
+                      if layer_of(t) == "distributed" and t != f"curastream.distributed.{layer}"]
+        if module.startswith("curastream.distributed.images"):
+            found += [f"{module}: {t}" for _, t in imports_of(module, path) if layer_of(t) == "videos"]
+        if module.startswith("curastream.distributed.videos"):
+            found += [f"{module}: {t}" for _, t in imports_of(module, path) if layer_of(t) == "images"]
+    assert found == []
+
+
+def test_export_reads_outputs_without_the_media_pipelines():
+    """The export layer exists and stays off images/videos (and models, kernels, config)."""
+    mods = {m: p for m, p in _modules().items() if layer_of(m) == "export"}
+    assert "curastream.export.run" in mods
+    found = [f"{m}: {t}" for m, p in mods.items() for _, t in imports_of(m, p)
+             if layer_of(t) not in ("export", "engine", "writers")]
+    assert found == []

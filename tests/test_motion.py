@@ -22,6 +22,7 @@ from curastream.kernels.block_match import (
     sad_cost_volume,
 )
 from curastream.kernels.frame_motion import (
+    FRAME_MOTION_SCALE,
     _pair_indices,
     motion_samples_from_frames,
     motion_score_from_frames,
@@ -119,10 +120,13 @@ def test_mv_score_of_an_8px_pan_matches_its_definition(clips, name):
     assert s.per_patch_min_256 == pytest.approx(s.global_mean, rel=0.25)
 
 
-def test_frame_score_is_on_the_same_scale(clips):
+def test_frame_score_is_the_true_speed_times_the_calibration(clips):
+    # Block matching measures the true px/frame; the documented calibration constant maps it
+    # onto the codec-vector scale (0.6, fitted on real footage, tests/test_motion_parity.py).
+    assert FRAME_MOTION_SCALE == 0.6
     for name in ("slow", "fast", "diag", "slow_vp9", "fast_vp9"):
         r, info, a = clips[name]
-        expected = np.hypot(*r.speed) / (r.width + r.height)
+        expected = 0.6 * np.hypot(*r.speed) / (r.width + r.height)
         assert frame_score(info, a).global_mean == pytest.approx(expected, rel=0.15), name
 
 
@@ -439,3 +443,18 @@ def test_overlapping_blocks_fall_back_to_painting():
     s = motion_sample_from_mvs(mvs, 16, 16)
     flow = flow_from_motion_vectors(mvs, 16, 16)
     assert s.patch_sum.sum() == pytest.approx(np.hypot(flow[..., 0], flow[..., 1]).sum() / 32)
+
+
+def test_frame_samples_carry_curator_patch_centres(clips):
+    # A uniform pan moves every block alike: Curator's centre sample and the true patch mean
+    # agree, and both follow the pan; a still clip has its centres near zero.
+    r, info, a = clips["fast"]
+    samples = motion_samples_from_frames(a.frames, a.frame_indices, a.times, info.fps,
+                                         (info.display_width, info.display_height))
+    assert samples and all(s.patch_centre is not None and s.patch_centre.shape == s.patch_sum.shape
+                           for s in samples)
+    centre = aggregate_motion(samples, patch_stat="centre").per_patch_min_256
+    assert centre == pytest.approx(aggregate_motion(samples).per_patch_min_256, rel=0.2)
+    assert centre == pytest.approx(0.6 * 8.0 / (r.width + r.height), rel=0.2)
+    with pytest.raises(ValueError):
+        aggregate_motion(samples, patch_stat="median")

@@ -59,7 +59,7 @@ def _kept_and_rejected(out: Path) -> tuple[list[str], list[str]]:
     kept = []
     for p in sorted(out.glob("images-*.parquet")):
         kept += pq.read_table(p, columns=["image_id"]).column("image_id").to_pylist()
-    rejected = pq.read_table(out / "rejects.parquet").column("key").to_pylist()
+    rejected = pq.read_table(out / "_curastream" / "rejects.parquet").column("image_id").to_pylist()
     return kept, rejected
 
 
@@ -67,8 +67,9 @@ def _check_index(out: Path) -> dict:
     index = json.loads((out / "index.json").read_text())
     on_disk = set(_tree(out)) - {"index.json"}
     assert {f["path"] for f in index["files"]} == on_disk
-    # a finished run holds its dataset only: no lock, no journal (index.json is the record)
-    assert not (out / "_curastream").exists()
+    # a finished run holds its dataset and run files only: no lock, no journal (index.json is
+    # the record)
+    assert sorted(p.name for p in (out / "_curastream").iterdir()) == ["rejects.parquet", "run.json"]
     return index
 
 
@@ -128,10 +129,10 @@ def test_output_of_only_foreign_files_is_not_called_ours(tmp_path):
     (out / "notes.txt").write_text("x")
     r = _cs("images", photos, "--output", out)
     assert r.returncode == 2 and "no record of a curastream run" in r.stderr, r.stderr
-    (out / "rejects.parquet").write_bytes(b"theirs")
+    (out / "index.json").write_bytes(b"theirs")
     r = _cs("images", photos, "--output", out, "--on-existing", "overwrite")
-    assert r.returncode == 2 and "rejects.parquet" in r.stderr, r.stderr
-    assert (out / "rejects.parquet").read_bytes() == b"theirs"
+    assert r.returncode == 2 and "index.json" in r.stderr, r.stderr
+    assert (out / "index.json").read_bytes() == b"theirs"
     assert not (out / "_curastream").exists()  # a refused run leaves no trace
 
 
@@ -384,7 +385,8 @@ def test_s3_overwrite_keeps_foreign_objects(s3_url, tmp_path):
     run("error", 4)
     fs.invalidate_cache()
     first = {p.rsplit("/", 1)[1] for p in fs.find("safety/imgs")}
-    assert sum(n.endswith(".tar") for n in first) > 1 and not any("_curastream" in n for n in fs.find("safety/imgs"))
+    control = [n for n in fs.find("safety/imgs") if "/lock.json" in n or "/journal/" in n]
+    assert sum(n.endswith(".tar") for n in first) > 1 and not control
     fs.pipe_file("safety/imgs/README", b"theirs")
     run("overwrite", 100)
     fs.invalidate_cache()

@@ -28,6 +28,9 @@ def test_wheel_holds_one_package_and_imports_outside_the_tree(tmp_path):
     name, version = wheel.name.split("-")[:2]
     assert {n.split("/")[0] for n in names} == {"curastream", f"{name}-{version}.dist-info"}
     assert "curastream/kernels/cuda/laplacian_stats.cu" in names
+    # every subpackage of stream/ ships (pyproject lists them one by one)
+    for init in sorted((ROOT / "stream").glob("*/__init__.py")):
+        assert f"curastream/{init.parent.name}/__init__.py" in names, init.parent.name
     for ext in ("curastream/kernels/_area_resize.", "curastream/images/_jpeg_markers."):
         assert any(n.startswith(ext) and n.endswith(".so") for n in names), (ext, names)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import curastream, curastream.kernels.image_scores as k, "

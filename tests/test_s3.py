@@ -243,8 +243,8 @@ def test_images_from_s3_to_s3_read_back(s3, image_inputs, image_reference, tmp_p
         with tarfile.open(fileobj=io.BytesIO(objs[t])) as tf:
             members.update({m.name: tf.extractfile(m).read() for m in tf.getmembers()})
     assert sorted(keys) == sorted(p.stem for p in image_inputs.iterdir() if p.stem != "broken")
-    rej = pq.read_table(io.BytesIO(objs["rejects.parquet"])).to_pylist()
-    assert [r["key"] for r in rej] == ["broken"] and rej[0]["source"] == f"s3://{BUCKET}/in/broken.jpg"
+    rej = pq.read_table(io.BytesIO(objs["_curastream/rejects.parquet"])).to_pylist()
+    assert [r["image_id"] for r in rej] == ["broken"] and rej[0]["source"] == f"s3://{BUCKET}/in/broken.jpg"
     # the same inputs from local disk give the same image bytes (JPEGs pass through untouched)
     run_images(ImageRunConfig(sources=[str(image_inputs)], output=str(tmp_path / "local"), images_per_tar=4,
                               batch_size=4, progress=False, filters=ImageFilters(min_resolution=None)))
@@ -334,7 +334,7 @@ def test_cli_server_outage_then_resume(s3, kind, image_inputs, video_inputs, ima
     FIGURES["resumes"] += 1
     assert r2.returncode == 0, r2.stderr
     got = _snapshot(s3, prefix)
-    _assert_same_output(got, ref, varying={"index.json", "summary.json"})
+    _assert_same_output(got, ref, varying={"index.json", "_curastream/summary.json"})
     _wipe(s3, prefix)
 
 
@@ -452,6 +452,6 @@ def test_injected_faults_videos(s3, faults, video_inputs, video_reference):
     def run(mode):
         run_videos(_vid_cfg(s3, video_inputs, "vid", on_existing=mode or "error"))
 
-    total = _fault_trials(s3, faults, run, "vid", video_reference, {"index.json", "summary.json"}, n=5,
+    total = _fault_trials(s3, faults, run, "vid", video_reference, {"index.json", "_curastream/summary.json"}, n=5,
                           seed=SEED + 2)
     assert total > 100

@@ -194,18 +194,32 @@ def test_split_scenes_properties(n, fps, cuts, min_len, extra, short):
        rem=st.floats(0, 5))
 def test_fixed_stride_properties(n, fps, clip, rem):
     spans = fixed_stride_spans(n, fps, clip, rem)
-    if not spans:
-        assert n == 0 or n < rem * fps + 1
-        return
-    assert spans[0][0] == 0
-    assert all(b1 == a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))
-    assert all(abs((b - a) - clip * fps) <= 1 for a, b in spans[:-1])
-    a, b = spans[-1]
-    assert b <= n and (b - a >= rem * fps - 1e-6 or b - a >= round(clip * fps) - 1)
-    assert n - b < max(rem * fps, 1) + 1
+    duration = n / fps
+    # Curator's rule: starts step by `clip`, ends at min(start + clip, duration), spans under
+    # `rem` dropped; float sums may drop a span that lasts `rem` to within rounding.
+    starts = {round(sp.start_s / clip) for sp in spans}
+    for sp in spans:
+        assert abs(sp.start_s / clip - round(sp.start_s / clip)) < 1e-6
+        assert sp.end_s == min(sp.start_s + clip, duration)
+        assert sp.end_s - sp.start_s >= rem
+        assert (sp.start_frame, sp.end_frame) == (int(sp.start_s * fps), int(sp.end_s * fps))
+    k = 0
+    while k * clip < duration - 1e-6:
+        if min(clip, duration - k * clip) >= rem + 1e-6:
+            assert k in starts, (k, spans)
+        k += 1
+
+
+def _span_frames(spans):
+    return [(sp.start_frame, sp.end_frame) for sp in spans]
 
 
 def test_fixed_stride_examples():
-    assert fixed_stride_spans(250, 25, 4.0, 2.0) == [(0, 100), (100, 200), (200, 250)]  # 2.0 s remainder kept
-    assert fixed_stride_spans(240, 25, 4.0, 2.0) == [(0, 100), (100, 200)]  # 1.6 s remainder dropped
-    assert fixed_stride_spans(10, 25, 4.0, 0.0) == [(0, 10)]
+    assert _span_frames(fixed_stride_spans(250, 25, 4.0, 2.0)) == [(0, 100), (100, 200), (200, 250)]  # 2.0 s kept
+    assert _span_frames(fixed_stride_spans(240, 25, 4.0, 2.0)) == [(0, 100), (100, 200)]  # 1.6 s remainder dropped
+    assert _span_frames(fixed_stride_spans(10, 25, 4.0, 0.0)) == [(0, 10)]
+    # overlapping spans with a stride shorter than the clip; the 1 s tail still reaches the minimum
+    assert _span_frames(fixed_stride_spans(100, 25, 2.0, 1.0, stride_s=1.0)) == [(0, 50), (25, 75), (50, 100), (75, 100)]
+    # 390 frames at 30000/1001 fps end at 13.013 s, and int(13.013 * fps) truncates to 389 (Curator's id)
+    fps = 30000 / 1001
+    assert fixed_stride_spans(390, fps, 10.0, 2.0)[-1].end_frame == int(390 / fps * fps)

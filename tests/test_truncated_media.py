@@ -45,13 +45,15 @@ def test_truncated_mp4_is_flagged_with_the_frame_counts(tmp_path, split):
 
     run_videos(VideoRunConfig(sources=[str(cut)], output=str(tmp_path / "out"), split=split, progress=False,
                               dry_run=True))
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "_curastream" / "summary.json").read_text())
     (entry,) = summary["videos"]
     assert entry["status"] == "ok"
     (warning,) = [w for w in entry.get("warnings", []) if w.startswith("truncated")]
     assert f"of {declared} frames the container declares" in warning
     n = int(warning.split("decoded ")[1].split(" of")[0])
-    assert abs(n - decoded) <= 1 + (13 if split == "fixed" else 0)
+    # our decoder (slice threads) may get a frame or two more out of the cut than PyAV's
+    # default frame threads, which lose the frames in flight at the error
+    assert decoded - 1 - (13 if split == "fixed" else 0) <= n <= decoded + 2 and n < declared
 
 
 def test_a_whole_mp4_has_no_truncation_warning(tmp_path):
@@ -61,5 +63,5 @@ def test_a_whole_mp4_has_no_truncation_warning(tmp_path):
     for split in ("scenes", "fixed"):
         out = tmp_path / f"out-{split}"
         run_videos(VideoRunConfig(sources=[str(whole)], output=str(out), split=split, progress=False, dry_run=True))
-        (entry,) = json.loads((out / "summary.json").read_text())["videos"]
+        (entry,) = json.loads((out / "_curastream" / "summary.json").read_text())["videos"]
         assert not [w for w in entry.get("warnings", []) if w.startswith("truncated")], entry

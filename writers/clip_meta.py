@@ -64,8 +64,13 @@ def meta_doc(clip: ClipRecord, video: VideoRecord, clip_location: str | None, er
         }
     if clip.aesthetic_score is not None:
         doc["aesthetic_score"] = float(clip.aesthetic_score)
+    for name, v in clip.model_scores.items():
+        doc[name] = num(v)
     if errors:
-        doc["errors"] = errors
+        # Curator's shape: the list of the stages that failed (``list(clip.errors)``); the
+        # messages follow as an addition.
+        doc["errors"] = list(errors)
+        doc["error_messages"] = dict(errors)
     if clip.frame_scores:
         doc["frame_scores"] = {k: num(v) for k, v in clip.frame_scores.items()}
     if clip.filtered_by:

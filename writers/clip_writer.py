@@ -305,21 +305,25 @@ class ClipWriter(ClipLayout, Sink):
         errors = dict(clip.errors)
         write_files = not self.dry_run
 
-        clip_location = None
+        # Curator records where the clip goes whether or not it is uploaded (upload_clips=False
+        # still encodes: the metas keep the clip's own facts, only the MP4 is not written).
+        clip_rel = self._clip_rel(clip.uuid, not passed)
+        clip_location = self.storage.url(clip_rel)
         if clip.media:
             out.transcoded = True
             if self.upload_clips and write_files:
-                clip_location = self._put(self._clip_rel(clip.uuid, not passed), clip.media)
+                clip_location = self._put(clip_rel, clip.media)
         elif not self.dry_run:
             log.warning("clip %s from %s has no media; nothing to upload", clip.uuid, video.path)
 
         # Curator writes previews and embeddings for passing clips only.
         if passed:
-            if clip.preview:
+            if clip.previews:
                 out.has_webp = True
                 if self.generate_previews and write_files:
-                    self._put(f"{PREVIEWS_DIR}/{clip.uuid}/{clip.start_frame}_{clip.end_frame}.webp",
-                              clip.preview)
+                    # One per window, named by the window's clip-relative frames (end inclusive).
+                    for (ws, we), webp in clip.previews.items():
+                        self._put(f"{PREVIEWS_DIR}/{clip.uuid}/{ws}_{we}.webp", webp)
             elif self.generate_previews:
                 out.preview_missing = True
                 log.error("clip %s from %s has no preview; nothing to write", clip.uuid, video.path)
@@ -332,7 +336,8 @@ class ClipWriter(ClipLayout, Sink):
                     self._put(f"{self._emb_prefix}_embd/{clip.uuid}.pickle", pickle.dumps(arr))
             elif self.generate_embeddings:
                 out.embedding_missing = True
-                errors["embedding"] = f"no {self.embedding_algorithm} embedding"
+                # the plug-in's own message, when it failed, says more than that it is missing
+                errors.setdefault("embedding", f"no {self.embedding_algorithm} embedding")
                 log.error("clip %s from %s has no %s embedding", clip.uuid, video.path,
                           self.embedding_algorithm)
 

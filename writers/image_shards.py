@@ -29,6 +29,17 @@ log = logging.getLogger(__name__)
 CURATOR_COLUMNS = ("image_id", "tar_file", "member_name", "original_path", "metadata")
 
 
+def image_extension(data: bytes | memoryview) -> str:
+    """The member extension for stored image bytes, from their signature: WebDataset decoders
+    pick the decoder by extension, so a WebP must not travel as ``.jpg``."""
+    head = bytes(data[:12])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    return "jpg"
+
+
 def shard_name_hash(keys: Iterable[str], config: dict[str, Any]) -> str:
     h = hashlib.sha256()
     for k in sorted(keys):
@@ -170,11 +181,15 @@ class ImageShardWriter:
                 self._shard = _OpenShard(self.storage, shard_stem(self.name_hash, self.index))
             sh = self._shard
             key = row["key"]
-            member = f"{key}.jpg"
+            member = f"{key}.{image_extension(row['image_bytes'])}"
             sh.add(member, row["image_bytes"])
             meta = row.get("metadata_obj") or {}
             if self.sidecar_json:
                 sh.add(f"{key}.json", json.dumps(self._sidecar(row, meta), sort_keys=True).encode())
+            if self.sidecar_json and row.get("caption") is not None:
+                # WebDataset's caption member: what loaders (and img2dataset users) read as "txt";
+                # strict Curator parity (no sidecars) keeps it in the Parquet caption column only
+                sh.add(f"{key}.txt", row["caption"].encode("utf-8", "surrogateescape"))
             row = dict(row)
             row["tar_file"] = self.storage.url(sh.tar_rel)
             row["member_name"] = member
@@ -212,7 +227,7 @@ class ImageShardWriter:
 
     # -- internals -------------------------------------------------------------------------
     def _sidecar(self, row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-        doc = {"key": row["key"], "original_path": row.get("original_path"),
+        doc = {"image_id": row["key"], "original_path": row.get("original_path"),
                "width": row.get("width"), "height": row.get("height")}
         for f in self.columns_schema:
             v = row.get(f.name)
@@ -273,10 +288,14 @@ class ImageShardWriter:
 
 
 def read_committed_shards(storage: Storage) -> list[str]:
-    """Stems of shards whose Parquet exists (the per-shard commit point), sorted by index."""
+    """Stems of our shards whose Parquet exists (the per-shard commit point), sorted by index.
+    A user's ``images-*.parquet`` beside them is not a shard of this output: names are not
+    ownership (engine/ownership.py), so it is neither read as done work nor renumbered past."""
     stems = []
     for rel in storage.list_files():
         if "/" in rel or not rel.startswith("images-") or not rel.endswith(".parquet"):
+            continue
+        if not storage.owns(rel):
             continue
         stem = rel[: -len(".parquet")]
         if storage.exists(f"{stem}.tar"):

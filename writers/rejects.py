@@ -1,4 +1,4 @@
-"""``rejects.parquet``: every input a run did not write, with the stage and the reason, and
+"""``_curastream/rejects.parquet``: every input a run did not write, with the stage and the reason, and
 whether the failure was transient (worth trying again on resume) or a verdict on the input."""
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curastream.engine.columns import table
+from curastream.engine.lock import MARK_DIR
 from curastream.engine.schemas import REJECT_SCHEMA
 from curastream.engine.storage import Storage
 
-REJECTS_NAME = "rejects.parquet"
+# Beside the lock, not at the root: every *.parquet at the root is a shard of one schema.
+REJECTS_NAME = f"{MARK_DIR}/rejects.parquet"
+LEGACY_REJECTS_NAME = "rejects.parquet"  # where versions before 0.3 wrote it
 
 # Reasons of transient failures start with this, so that the mark survives the trip through a
 # batch's ``reject_reason`` column (no column of its own there) to the sink that writes rejects.
@@ -80,35 +83,49 @@ def is_transient_reason(reason: str | None) -> bool:
     return bool(reason) and reason.startswith(TRANSIENT_PREFIX)
 
 
-def reject_row(key: str | None, source: str, source_member: str | None, stage: str, reason: str,
+def reject_row(image_id: str | None, source: str, source_member: str | None, stage: str, reason: str,
                duplicate_of: str | None = None) -> dict[str, Any]:
-    """One rejects.parquet row; ``transient`` follows from the reason's prefix."""
-    return {"key": key, "source": source, "source_member": source_member, "stage": stage, "reason": reason,
+    """One rejects row; ``transient`` follows from the reason's prefix."""
+    return {"image_id": image_id, "source": source, "source_member": source_member, "stage": stage, "reason": reason,
             "duplicate_of": duplicate_of, "transient": is_transient_reason(reason)}
 
 
 def _identity(r: dict[str, Any]) -> tuple[str, str, str]:
-    return (r.get("key") or "", r["source"], r.get("source_member") or "")
+    return (r.get("image_id") or "", r["source"], r.get("source_member") or "")
 
 
-def write_rejects(storage: Storage, rows: Iterable[dict[str, Any]]) -> int:
+def write_rejects(storage: Storage, rows: Iterable[dict[str, Any]], schema: pa.Schema = REJECT_SCHEMA) -> int:
     """Commit all ``rows`` atomically, one per input (the last word on an input wins), sorted
     so that the same run gives the same bytes however its work was scheduled."""
     unique = {_identity(r): r for r in rows}
     ordered = [unique[k] for k in sorted(unique)]
     buf = io.BytesIO()
-    cols = {f.name: [r.get(f.name) for r in ordered] for f in REJECT_SCHEMA}
+    cols = {f.name: [r.get(f.name) for r in ordered] for f in schema}
     cols["transient"] = [bool(r.get("transient")) for r in ordered]
-    pq.write_table(table(cols, REJECT_SCHEMA), buf, compression="zstd")
+    pq.write_table(table(cols, schema), buf, compression="zstd")
     storage.write_atomic(REJECTS_NAME, buf.getvalue(), rows=len(ordered))
+    _drop_legacy(storage)
     return len(ordered)
 
 
+def _drop_legacy(storage: Storage) -> None:
+    # A resumed output of an earlier version: its root rejects.parquet (read into ``rows`` on
+    # resume) would break ``*.parquet`` globs; removed only when this tool wrote it.
+    if storage.owns(LEGACY_REJECTS_NAME) and storage.exists(LEGACY_REJECTS_NAME):
+        storage.delete(LEGACY_REJECTS_NAME)
+
+
 def read_rejects(storage: Storage) -> list[dict[str, Any]]:
-    """The rows, each with ``transient`` (False in files written before the column existed)."""
-    if not storage.exists(REJECTS_NAME):
-        return []
-    rows = pq.read_table(io.BytesIO(storage.read_bytes(REJECTS_NAME))).to_pylist()
+    """The rows, each with ``image_id`` (``key`` in earlier versions) and ``transient`` (False
+    in files written before the column existed). Reads the earlier root location as well."""
+    rows: list[dict[str, Any]] = []
+    for name in (LEGACY_REJECTS_NAME, REJECTS_NAME):
+        if name == LEGACY_REJECTS_NAME and not storage.owns(name):
+            continue  # someone else's file at the root is not our record
+        if storage.exists(name):
+            rows += pq.read_table(io.BytesIO(storage.read_bytes(name))).to_pylist()
     for r in rows:
+        if "key" in r:
+            r.setdefault("image_id", r.pop("key"))
         r["transient"] = bool(r.get("transient"))
     return rows

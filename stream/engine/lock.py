@@ -30,8 +30,17 @@ from curastream.engine.storage import Storage
 
 log = logging.getLogger(__name__)
 
+# The run's own folder. It holds the run files users read (rejects, summary: kept apart so that
+# every ``*.parquet`` at the root is a shard, and pyarrow.dataset skips ``_``-prefixed names) and,
+# while a run is in progress, its control files (lock, ownership journal).
 MARK_DIR = "_curastream"
 LOCK_REL = f"{MARK_DIR}/lock.json"
+JOURNAL_DIR = f"{MARK_DIR}/journal"
+
+
+def is_control_file(rel: str) -> bool:
+    """The lock, its half-written rewrites and the journal: the run's machinery, never data."""
+    return rel == LOCK_REL or rel.startswith(JOURNAL_DIR + "/") or rel.startswith(f"{MARK_DIR}/lock.json.new-")
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 120.0
 _VERIFY_PAUSE_S = 0.3
@@ -222,7 +231,7 @@ class OutputLock:
                     if name.startswith("lock.json.new-"):  # a rewrite cut short by a kill
                         with contextlib.suppress(OSError):
                             os.remove(os.path.join(mark, name))
-                for d in (st.path(f"{MARK_DIR}/journal"), st.path(MARK_DIR)):
+                for d in (st.path(JOURNAL_DIR), st.path(MARK_DIR)):
                     with contextlib.suppress(OSError):
                         os.rmdir(d)  # only when empty
             else:

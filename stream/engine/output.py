@@ -8,8 +8,8 @@ Safety rules (every run, both media):
 - Overwrite and resume delete only what this tool wrote here (:mod:`curastream.engine.ownership`):
   owned files and our own temporaries. Other files are kept and named in one log line. A file
   we own that cannot be deleted stops the run with an error, never stale shards beside new ones.
-  An output whose foreign files carry names a run writes at the root (``index.json``,
-  ``rejects.parquet``, ``summary.json``) is refused: committing would replace them. Resuming an
+  An output whose foreign files carry names a run writes as its record (``index.json``,
+  ``_curastream/rejects.parquet``, ``_curastream/summary.json``) is refused: committing would replace them. Resuming an
   output that has no record at all (an earlier version's interrupted run, a deleted index) is
   the user saying it is ours: its layout files are adopted and its temporaries removed, still
   nothing else deleted.
@@ -23,15 +23,17 @@ import posixpath
 import re
 from typing import Iterable
 
-from curastream.engine.lock import LOCK_REL, MARK_DIR, OutputError, OutputLock, OutputLockedError  # noqa: F401
-from curastream.engine.ownership import Ownership
+from curastream.engine.lock import (  # noqa: F401
+    JOURNAL_DIR, LOCK_REL, MARK_DIR, OutputError, OutputLock, OutputLockedError, is_control_file)
+from curastream.engine.ownership import RUN_FILES, Ownership
 from curastream.engine.run_index import INDEX_NAME
+from curastream.engine.run_settings import check_resume_settings, write_settings
 from curastream.engine.storage import Storage
 
 log = logging.getLogger(__name__)
 
 ON_EXISTING = ("error", "resume", "overwrite")
-RESERVED_ROOT_NAMES = (INDEX_NAME, "rejects.parquet", "summary.json")
+RESERVED_NAMES = (INDEX_NAME, *sorted(RUN_FILES))
 _GLOB_MAGIC = re.compile(r"[*?[]")
 
 
@@ -100,7 +102,7 @@ def check_not_overlapping(output: str, sources: Iterable[str]) -> None:
 
 # -- preparing -----------------------------------------------------------------------------------
 def _ours_and_foreign(storage: Storage, own: Ownership) -> tuple[list[str], list[str]]:
-    files = [r for r in storage.list_files() if r.split("/", 1)[0] != MARK_DIR]
+    files = [r for r in storage.list_files() if not is_control_file(r)]
     ours = [r for r in files if own.is_deletable(r)]
     foreign = [r for r in files if not own.is_deletable(r)]
     return ours, foreign
@@ -110,7 +112,7 @@ def _note_foreign(storage: Storage, foreign: list[str], clash_ok: bool) -> None:
     # clash_ok: resuming an output with no record, the user says its rejects.parquet is ours
     if not foreign:
         return
-    clash = [r for r in foreign if r in RESERVED_ROOT_NAMES]
+    clash = [r for r in foreign if r in RESERVED_NAMES]
     if clash and not clash_ok:
         raise OutputExistsError(
             f"output {storage.url()} holds {', '.join(clash)} that curastream did not write; a run "
@@ -124,7 +126,7 @@ def prepare_output(storage: Storage, on_existing: str, own: Ownership) -> bool:
     if on_existing not in ON_EXISTING:
         raise ValueError(f"on_existing must be one of {ON_EXISTING}, not {on_existing!r}")
     ours, foreign = _ours_and_foreign(storage, own)
-    has_journal = any(r != LOCK_REL for r in storage.list_files(MARK_DIR))
+    has_journal = bool(storage.list_files(JOURNAL_DIR))
     if not ours and not foreign and not has_journal:
         return False
     if on_existing == "error":
@@ -171,7 +173,8 @@ class OutputSession:
     """
 
     def __init__(self, output: str, storage_options: dict | None, on_existing: str,
-                 sources: Iterable[str], storage: Storage | None = None):
+                 sources: Iterable[str], storage: Storage | None = None, kind: str | None = None,
+                 settings: dict | None = None):
         check_not_overlapping(output, list(sources))
         self.storage = storage or Storage(output, storage_options)
         self.lock = OutputLock(self.storage)
@@ -179,9 +182,13 @@ class OutputSession:
         try:
             self.ownership = Ownership(self.storage, self.lock.run_id)
             self.lock.on_heartbeat.append(self.ownership.flush)
+            if on_existing == "resume" and kind is not None and settings is not None:
+                check_resume_settings(self.storage, kind, settings)  # before anything is deleted
             self.resuming = prepare_output(self.storage, on_existing, self.ownership)
             self.storage.on_write = self.ownership.record
             self.storage.owns = self.ownership.claims
+            if kind is not None and settings is not None:
+                write_settings(self.storage, kind, settings)
         except BaseException:
             self.lock.release()
             raise

@@ -25,19 +25,24 @@ import re
 import threading
 import time
 
-from curastream.engine.lock import LOCK_REL, MARK_DIR
+from curastream.engine.lock import JOURNAL_DIR, MARK_DIR, is_control_file
 from curastream.engine.run_index import INDEX_NAME
 from curastream.engine.storage import Storage
 
 log = logging.getLogger(__name__)
 
-JOURNAL_DIR = f"{MARK_DIR}/journal"
 # Where the two layouts write (image shards at the root; ClipWriterStage folders). Used only for
 # an output that has no record at all (an earlier version's interrupted run, a deleted index)
 # and that the user resumes, i.e. says is ours: its temporaries and layout files are claimed.
 LAYOUT_DIRS = frozenset({"clips", "filtered_clips", "previews", "metas", "iv2_embd", "ce1_embd",
                          "iv2_embd_parquet", "ce1_embd_parquet", "processed_videos", "processed_clip_chunks"})
-LAYOUT_ROOT_FILES = frozenset({"rejects.parquet", "summary.json"})
+# Run files: where this version writes them, and (root) where earlier versions did.
+RUN_FILES = frozenset({f"{MARK_DIR}/rejects.parquet", f"{MARK_DIR}/summary.json", f"{MARK_DIR}/run.json"})
+LEGACY_RUN_FILES = frozenset({"rejects.parquet", "summary.json"})
+# A shard's Parquet (writers/image_shards.py), at the root: the commit point of a shard, so
+# what an unrecorded run that the user resumes committed. A lone tar is not claimed by its name:
+# a user's images-*.tar there must survive the resume.
+_SHARD_PARQUET = re.compile(r"^images-[0-9a-f]{12,16}-\d{6}\.parquet$")
 FLUSH_EVERY = 1000
 INDEX_FORMAT = "curastream-index/"
 # Exactly what storage._temp_name makes: ".tmp-<pid>-<8 hex>" at the end of the name. A user's
@@ -104,7 +109,7 @@ class Ownership:
 
     # -- queries ----------------------------------------------------------------------------
     def owns(self, rel: str) -> bool:
-        return rel in self.owned and rel.split("/", 1)[0] != MARK_DIR
+        return rel in self.owned and not is_control_file(rel)
 
     def claims(self, rel: str) -> bool:
         """Owned; or, in an output with no record that is being resumed, a file of our layout
@@ -114,7 +119,8 @@ class Ownership:
             return True
         if self.recorded:
             return False
-        return rel in LAYOUT_ROOT_FILES or ("/" in rel and rel.split("/", 1)[0] in LAYOUT_DIRS)
+        return (rel in RUN_FILES or rel in LEGACY_RUN_FILES or bool(_SHARD_PARQUET.match(rel))
+                or ("/" in rel and rel.split("/", 1)[0] in LAYOUT_DIRS))
 
     def is_ours_temp(self, rel: str) -> bool:
         """A temporary (exactly storage._temp_name's pattern) of a final name that is ours, or
@@ -127,7 +133,7 @@ class Ownership:
         if final in self.owned:
             return True
         folder = posixpath.dirname(rel)
-        if not folder or folder.split("/", 1)[0] in LAYOUT_DIRS:
+        if not folder or folder == MARK_DIR or folder.split("/", 1)[0] in LAYOUT_DIRS:
             return True
         return any(posixpath.dirname(o) == folder for o in self.owned)
 
@@ -190,9 +196,8 @@ class Ownership:
     def forget_all(self) -> None:
         """After an overwrite removed every file we owned: start the record afresh."""
         self.close()
-        for rel in self.storage.list_files(MARK_DIR):
-            if rel != LOCK_REL:
-                self.storage.remove(rel)
+        for rel in self.storage.list_files(JOURNAL_DIR):
+            self.storage.remove(rel)
         self.owned.clear()
         self.recorded = True  # an empty record now, not an unknown output
 
@@ -202,7 +207,7 @@ class Ownership:
         listed = read_index_files(self.storage)
         if listed is None:
             return False
-        present = {r for r in self.storage.list_files() if not r.startswith(MARK_DIR + "/")}
+        present = {r for r in self.storage.list_files() if not is_control_file(r)}
         if (self.owned & present) - listed:
             return False
         for rel in self.storage.list_files(JOURNAL_DIR):

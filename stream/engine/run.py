@@ -32,7 +32,8 @@ class Run:
         # Refuses an output overlapping ``sources``, takes the output's lock, prepares it. Use
         # the Run as a context manager so the lock is released however the run ends.
         self.output = OutputSession(cfg.output, cfg.storage_options, cfg.on_existing,
-                                    sources if sources is not None else cfg.sources)
+                                    sources if sources is not None else cfg.sources,
+                                    kind=kind, settings=cfg.to_dict())
         self.storage: Storage = self.output.storage
         self.resuming = self.output.resuming
         self.stats = RunStats(kind=kind)
@@ -45,8 +46,8 @@ class Run:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.output.close(finished=exc_type is None)
 
-    def start_progress(self, total: int | None, unit: str) -> Progress:
-        self.progress = Progress(total, unit, enabled=self.cfg.progress)
+    def start_progress(self, total: int | None, unit: str, sizes=None) -> Progress:
+        self.progress = Progress(total, unit, enabled=self.cfg.progress, sizes=sizes)
         return self.progress
 
     def execute(self, pipeline: Pipeline) -> RunStats:

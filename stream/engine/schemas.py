@@ -23,6 +23,10 @@ IMAGE_SCORE_COLUMNS = (
     "entropy",
 )
 
+# Scores of the built-in models (curastream.models): declared so every run's Parquet has one
+# schema (SPEC §1: null when not computed). Plug-in models add theirs to the run's schema.
+MODEL_SCORE_COLUMNS = ("nsfw_score",)
+
 IMAGE_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),  # output key: no dots, no slashes
@@ -32,17 +36,22 @@ IMAGE_SCHEMA = pa.schema(
         pa.field("source_format", pa.string()),  # JPEG, PNG, ... as detected from the bytes
         pa.field("data", pa.binary()),  # the encoded input bytes
         pa.field("metadata", pa.string()),  # JSON of passthrough metadata from the input
+        pa.field("caption", pa.string()),  # a URL list's caption column, a WebDataset sample's .txt
         pa.field("width", pa.int32()),  # full resolution, upright
         pa.field("height", pa.int32()),
         pa.field("exif_orientation", pa.int8()),
         *(pa.field(c, pa.float32()) for c in IMAGE_SCORE_COLUMNS),
         pa.field("phash", pa.uint64()),
+        *(pa.field(c, pa.float32()) for c in MODEL_SCORE_COLUMNS),
         pa.field("status", pa.string()),  # "ok" or "rejected"
         pa.field("reject_stage", pa.string()),
         pa.field("reject_reason", pa.string()),
         pa.field("duplicate_of", pa.string()),
         pa.field("image_bytes", pa.binary()),  # the JPEG written to the shard
         pa.field("passthrough", pa.bool_()),  # original bytes written unchanged
+        pa.field("orientation_fix", pa.string()),  # EXIF-rotated input stored upright: "lossless"/"reencode"
+        pa.field("original_width", pa.int32()),  # the input's upright size; width/height: what is stored
+        pa.field("original_height", pa.int32()),
         pa.field("tar_file", pa.string()),
         pa.field("member_name", pa.string()),
     ]
@@ -104,10 +113,11 @@ VIDEO_SCHEMA = pa.schema(
     ]
 )
 
-# rejects.parquet: every input a run did not write, with the stage and the reason.
+# _curastream/rejects.parquet: every input a run did not write, with the stage and the reason.
+# Images name the item by Curator's ``image_id`` (the shard key); a video is its ``source``.
 REJECT_SCHEMA = pa.schema(
     [
-        pa.field("key", pa.string()),
+        pa.field("image_id", pa.string()),
         pa.field("source", pa.string(), nullable=False),
         pa.field("source_member", pa.string()),
         pa.field("stage", pa.string(), nullable=False),
@@ -117,5 +127,6 @@ REJECT_SCHEMA = pa.schema(
         pa.field("transient", pa.bool_()),
     ]
 )
+VIDEO_REJECT_SCHEMA = pa.schema([f for f in REJECT_SCHEMA if f.name not in ("image_id", "source_member", "duplicate_of")])
 
-SCHEMAS = {"images": IMAGE_SCHEMA, "clips": CLIP_SCHEMA, "videos": VIDEO_SCHEMA, "rejects": REJECT_SCHEMA}
+SCHEMAS = {"images": IMAGE_SCHEMA, "clips": CLIP_SCHEMA, "videos": VIDEO_SCHEMA, "rejects": REJECT_SCHEMA, "video_rejects": VIDEO_REJECT_SCHEMA}

@@ -124,10 +124,46 @@ def with_store_timeouts(url: str, storage_options: dict | None) -> dict:
     return opts
 
 
+class MissingBackendError(ImportError):
+    """A URL whose fsspec filesystem lives in a package that is not installed."""
+
+    def __init__(self, url: str, protocol: str, package: str):
+        self.url, self.protocol, self.package = url, protocol, package
+        super().__init__(f"{url}: {protocol}:// needs the {package} package (pip install {package})")
+
+
+def _backend_package(protocol: str, err: ImportError) -> str:
+    """The pip name of what ``protocol`` needs. fsspec's registry names each backend's class
+    (gcsfs.GCSFileSystem, adlfs.AzureBlobFileSystem); its own classes (http) need others,
+    which only its error text names."""
+    import re
+
+    from fsspec.registry import known_implementations
+
+    top = known_implementations.get(protocol, {}).get("class", "").split(".")[0]
+    if top and top != "fsspec":
+        return top
+    named = re.findall(r'"([A-Za-z0-9_.-]+)"', str(err))
+    return " ".join(named) or top or protocol
+
+
+def require_backend(url: str) -> None:
+    """Raise :class:`MissingBackendError` when ``url`` names a filesystem whose package is not
+    installed: before any work, instead of a traceback from deep inside fsspec mid-run."""
+    protocol, _ = fsspec.core.split_protocol(str(url))
+    if not protocol:
+        return
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as e:
+        raise MissingBackendError(str(url), protocol, _backend_package(protocol, e)) from None
+
+
 class Storage:
     """A directory (local path or fsspec URL) that files are committed into atomically."""
 
     def __init__(self, root: str, storage_options: dict | None = None):
+        require_backend(root)
         self.fs, path = fsspec.core.url_to_fs(str(root), **with_store_timeouts(str(root), storage_options))
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:

@@ -32,7 +32,7 @@ from curastream.images.probe import (
 )
 from curastream.kernels.area_resize import area_resize
 
-__all__ = ["ANALYSIS_SIZE", "decode_cpu", "decode_full_rgb"]
+__all__ = ["ANALYSIS_SIZE", "decode_at_least", "decode_cpu", "decode_full_rgb"]
 
 # Score kernels and pHash need one fixed shape so they can be batched; a square squash (no crop,
 # no letterbox) keeps every pixel of the picture in view, and aspect ratio is recorded separately
@@ -146,12 +146,15 @@ def _load_pillow(data: bytes, fmt: str, draft_size: int | None = None) -> np.nda
 _UNSUPPORTED_BY_TURBO = ("unsupported", "not supported", "bogus", "improper call")
 
 
-def _turbo_decode(data: bytes, min_side: int = 0) -> np.ndarray | None:
+def _turbo_decode(data: bytes, min_side: int = 0, min_width: int | None = None,
+                  min_height: int | None = None) -> np.ndarray | None:
     """simplejpeg decode to RGB; None when libjpeg-turbo cannot handle the colour/coding and
     Pillow should try instead."""
     try:
         return simplejpeg.decode_jpeg(
-            data, colorspace="RGB", min_height=min_side, min_width=min_side, strict=True
+            data, colorspace="RGB", strict=True,
+            min_height=min_side if min_height is None else min_height,
+            min_width=min_side if min_width is None else min_width,
         )
     except ValueError as e:
         msg = str(e)
@@ -215,3 +218,24 @@ def decode_full_rgb(data: bytes, probe: ImageProbe) -> np.ndarray:
     else:
         arr = _load_pillow(data, probe.format)
     return np.ascontiguousarray(_orient(arr, probe.exif_orientation))
+
+
+def decode_at_least(data: bytes, probe: ImageProbe, width: int, height: int) -> np.ndarray:
+    """Upright RGB uint8 of at least ``width x height`` (upright), for a training-size resize:
+    a JPEG decodes at the smallest DCT scale (M/8) that is still that large, so a 12-megapixel
+    photo bound for 256 px costs a 1/8-scale decode instead of a full one. Other formats decode
+    at full size."""
+    if not _is_jpeg(probe):
+        return decode_full_rgb(data, probe)
+    check_jpeg_complete(data, parse_jpeg_header(data))
+    # the file's pixels are stored before the EXIF turn: swap what we ask for on 90-degree turns
+    w, h = (width, height) if probe.exif_orientation < 5 else (height, width)
+    arr = _turbo_decode(data, min_width=min(w, _stored(probe)[0]), min_height=min(h, _stored(probe)[1]))
+    if arr is None:
+        arr = _load_pillow(data, probe.format, draft_size=max(w, h))
+    return np.ascontiguousarray(_orient(arr, probe.exif_orientation))
+
+
+def _stored(probe: ImageProbe) -> tuple[int, int]:
+    """(width, height) as the file stores them (probe sizes are upright)."""
+    return (probe.width, probe.height) if probe.exif_orientation < 5 else (probe.height, probe.width)

@@ -14,6 +14,9 @@ DALI gotchas handled here (see shared FACTS.md):
 * CPU-only pipelines need ``device_id=None``.
 * ``external_source`` fed with ``feed_input`` needs ``prefetch_queue_depth=1``; with the default 2
   the first ``run()`` asks for a second batch that was never fed and the pipeline dies.
+* The "mixed" decoder's output is a TensorListGPU in DALI's own buffers, reused by the next
+  ``run()``: with ``keep_on_device`` the batch is copied once into a CuPy array on the same GPU
+  (device to device) and scoring runs on it; nothing goes through the host.
 * One undecodable image fails the whole batch AND leaves the pipeline object unusable
   ("Current pipeline object is no longer valid"), so recovery means building a new pipeline.
   Building costs ~10-30 ms on CPU; a header pre-check (``probe_image`` + JPEG scan check) keeps
@@ -80,7 +83,8 @@ class DaliDecodePipeline:
     """A built DALI decode pipeline plus what is needed to rebuild it after a failed batch."""
 
     def __init__(self, batch_size: int, num_threads: int, device: str = "cpu",
-                 device_id: int | None = None, size: int = ANALYSIS_SIZE):
+                 device_id: int | None = None, size: int = ANALYSIS_SIZE,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, keep_on_device: bool = False):
         require_dali()
         if device not in ("cpu", "mixed"):
             raise ValueError(f"device must be 'cpu' or 'mixed', got {device!r}")
@@ -91,6 +95,10 @@ class DaliDecodePipeline:
         self.device = device
         self.device_id = device_id
         self.size = int(size)
+        # The run's --max-pixels: the probe before DALI refuses what the CPU path refuses, no more.
+        self.max_pixels = int(max_pixels)
+        # "mixed" only: results stay on the GPU as CuPy arrays (see the module docstring).
+        self.keep_on_device = bool(keep_on_device) and device == "mixed"
         self.rebuilds = 0
         self.pipe = None
         self.build()
@@ -112,25 +120,39 @@ class DaliDecodePipeline:
         self.build()
         self.rebuilds += 1
 
-    def run(self, datas: list[bytes]) -> list[np.ndarray]:
-        """Decode up to ``batch_size`` encoded images; raises whatever DALI raises."""
+    def run(self, datas: list[bytes]) -> list:
+        """Decode up to ``batch_size`` encoded images; raises whatever DALI raises. NumPy
+        arrays, or CuPy arrays on the pipeline's GPU with ``keep_on_device``."""
         if not datas:
             return []
         if len(datas) > self.batch_size:
             raise ValueError(f"{len(datas)} images > batch_size {self.batch_size}")
         self.pipe.feed_input("encoded", [np.frombuffer(d, dtype=np.uint8) for d in datas])
         (out,) = self.pipe.run()
+        if self.keep_on_device:
+            return list(_device_copy(out, self.device_id))
         if hasattr(out, "as_cpu"):  # TensorListGPU from the "mixed" decoder
             out = out.as_cpu()
         return [np.array(out.at(i), dtype=np.uint8, copy=True) for i in range(len(out))]
 
 
+def _device_copy(out, device_id: int):
+    """(N, size, size, 3) CuPy copy of a TensorListGPU of same-shape images (the resize makes
+    them so): one device-to-device copy out of DALI's buffers, which the next run reuses."""
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        return cupy.array(out.as_tensor(), dtype=cupy.uint8, copy=True)
+
+
 def make_decode_pipeline(batch_size: int, num_threads: int, device: str = "cpu",
-                         device_id: int | None = None, size: int = ANALYSIS_SIZE) -> DaliDecodePipeline:
+                         device_id: int | None = None, size: int = ANALYSIS_SIZE,
+                         max_pixels: int = DEFAULT_MAX_PIXELS, keep_on_device: bool = False) -> DaliDecodePipeline:
     """external_source("encoded") -> decoders.image(RGB, EXIF orientation applied) -> resize to
     size x size. Same graph for "cpu" and "mixed"; returned wrapped so a batch failure can rebuild
     it (see module docstring)."""
-    return DaliDecodePipeline(batch_size, num_threads, device=device, device_id=device_id, size=size)
+    return DaliDecodePipeline(batch_size, num_threads, device=device, device_id=device_id, size=size,
+                              max_pixels=max_pixels, keep_on_device=keep_on_device)
 
 
 def _dali_error(e: BaseException) -> ImageDecodeError:
@@ -147,30 +169,34 @@ def _dali_error(e: BaseException) -> ImageDecodeError:
 
 
 def dali_decode_batch(pipe: DaliDecodePipeline, datas: list[bytes], *, prevalidate: bool = True,
-                      max_pixels: int = DEFAULT_MAX_PIXELS) -> list[np.ndarray | Exception]:
-    """Decode many images; one result per input, in order: an (size, size, 3) uint8 RGB array or
-    the ``ImageDecodeError`` for that item.
+                      max_pixels: int | None = None, probes: list | None = None) -> list:
+    """Decode many images; one result per input, in order: an (size, size, 3) uint8 RGB array
+    (CuPy with ``pipe.keep_on_device``) or the ``ImageDecodeError`` for that item.
 
     With ``prevalidate`` each item is probed first (bombs, junk, truncated JPEG scans never reach
-    DALI). Only 8-bit YCbCr/gray JPEGs go to DALI: for alpha, 16-bit and CMYK images DALI's
+    DALI), against ``max_pixels`` (default: the pipeline's, i.e. the run's ``--max-pixels``).
+    ``probes``: the caller's probe of each item (an ``ImageProbe``), so nothing is probed twice. Only 8-bit YCbCr/gray JPEGs go to DALI: for alpha, 16-bit and CMYK images DALI's
     conversions differ from ours (alpha dropped instead of composited over white), so those take
     the CPU path, which gives identical results to ``decode_for_analysis``.
     If a DALI batch still fails, the pipeline is rebuilt and that batch retried one image at a
     time so only the bad items fail.
     """
-    results: list[np.ndarray | Exception | None] = [None] * len(datas)
+    limit = pipe.max_pixels if max_pixels is None else max_pixels
+    if probes is not None and len(probes) != len(datas):
+        raise ValueError(f"{len(probes)} probes for {len(datas)} images")
+    results: list = [None] * len(datas)
     to_dali: list[int] = []
     for i, data in enumerate(datas):
         if not prevalidate:
             to_dali.append(i)
             continue
         try:
-            probe = probe_image(data, max_pixels=max_pixels)
+            probe = probes[i] if probes is not None else probe_image(data, max_pixels=limit)
             if probe.format in ("JPEG", "MPO") and probe.mode in ("RGB", "L"):
                 check_jpeg_complete(data, parse_jpeg_header(data))
                 to_dali.append(i)
             else:
-                results[i] = decode_cpu(data, probe, size=pipe.size)
+                results[i] = _placed(pipe, decode_cpu(data, probe, size=pipe.size))
         except ImageDecodeError as e:
             results[i] = e
 
@@ -190,6 +216,16 @@ def dali_decode_batch(pipe: DaliDecodePipeline, datas: list[bytes], *, prevalida
         for i, arr in zip(chunk, arrays):
             results[i] = arr
     return results  # type: ignore[return-value]
+
+
+def _placed(pipe: DaliDecodePipeline, rgb: np.ndarray):
+    """A CPU-decoded item where the pipeline's results live (the GPU with keep_on_device)."""
+    if not pipe.keep_on_device:
+        return rgb
+    import cupy
+
+    with cupy.cuda.Device(pipe.device_id):
+        return cupy.asarray(rgb)
 
 
 _local = threading.local()

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
 import re
+import stat
 from dataclasses import dataclass
 
-from curastream.engine.names import fsbytes
+from curastream.engine.names import fsbytes, printable
 
 # GIF and the PNM family are listed so that such files show up as decode rejects (with a reason)
 # instead of vanishing silently; which formats decode is the decoder's business.
@@ -46,6 +48,13 @@ class ImageInput:
     kind: str  # "file" | "wds" | "parquet"
     # Parquet: the image column chosen when listing, so reading cannot pick another one.
     column: str | None = None
+
+
+def source_identity(source: str, member: str | None) -> str:
+    """What an item is, whatever its key: the shards' ``original_path`` (``source::member``
+    for an item inside a tar or Parquet). Resume skips by this, never by the key, which is only
+    a name (day1/IMG_1.jpg and day2/IMG_1.jpg share one)."""
+    return printable(source) if member is None else f"{printable(source)}::{printable(member)}"
 
 
 def sha8(s: str) -> str:
@@ -147,3 +156,28 @@ def finalise(cands: list[Candidate]) -> list[ImageInput]:
     kind_rank = {"file": 0, "wds": 1, "parquet": 2}
     out.sort(key=lambda c: (c.group, kind_rank[c.kind], c.identity, c.pos, c.key))
     return [ImageInput(c.key, c.source, c.member, c.size, c.kind, c.column) for c in out]
+
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                  (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def not_a_file(path: str) -> str | None:
+    """Why a named path cannot be read as an input, found by stat alone: opening a FIFO or a
+    device blocks the reader, maybe forever. None: a regular file (or a failure the read
+    itself reports better, such as a permission)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            try:
+                return f"dangling symlink -> {printable(os.readlink(path))}"
+            except OSError:
+                return "dangling symlink"
+        return None
+    except OSError:
+        return None
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return None
+    kind = next((k for test, k in _SPECIAL_KINDS if test(st.st_mode)), "special file")
+    return f"not a regular file ({kind})"

@@ -32,6 +32,8 @@ from curastream.images.inputs import (
     finalise,
     is_remote,
     make_key,
+    not_a_file,
+    sha8,
     split_ext,
     with_suffix,
 )
@@ -61,10 +63,8 @@ class _Lister:
             if not found:
                 log.warning("no image inputs found under %s", printable(path))
         elif os.path.lexists(path):
-            why = _not_a_file(path)
-            if why:
-                log.warning("%sskipping %s: %s", where, printable(path), why)
-                return
+            # A FIFO, device or dangling link named by the user is an input that gets its reject
+            # row (the read stats it before any open: a FIFO would block), never a silent skip.
             self._add_explicit(os.path.abspath(path), os.path.basename(identity), identity,
                                _local_size(path), local=True)
         elif _GLOB_MAGIC.search(path):
@@ -78,9 +78,7 @@ class _Lister:
                 rel = os.path.relpath(m, prefix or ".")
                 if os.path.isdir(m):
                     self._walk_local(m, prefix or ".", root_id)
-                elif _not_a_file(m):
-                    log.warning("%sskipping %s: %s", where, printable(m), _not_a_file(m))
-                elif not filter_ext or _wanted_in_walk(m):
+                elif not filter_ext or _wanted_in_walk(m) or not_a_file(m):
                     self._add_explicit(os.path.abspath(m), rel, _join_id(root_id, rel),
                                        _local_size(m), local=True)
         else:
@@ -168,7 +166,7 @@ class _Lister:
                         continue  # FIFOs and devices could block a reader forever
                     size: int | None = est.st_size
                 except OSError:
-                    why = _not_a_file(e.path)
+                    why = not_a_file(e.path)
                     if why:
                         log.warning("skipping %s: %s", printable(e.path), why)
                         continue
@@ -269,31 +267,6 @@ def _local_path(src: str) -> str:
     return os.path.expanduser(src)
 
 
-_SPECIAL_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                  (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
-
-
-def _not_a_file(path: str) -> str | None:
-    """Why a named path cannot be read as an input, found by stat alone: opening a FIFO or a
-    device blocks the reader, maybe forever. None: a regular file (or a failure the read
-    itself reports better, such as a permission)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            try:
-                return f"dangling symlink -> {printable(os.readlink(path))}"
-            except OSError:
-                return "dangling symlink"
-        return None
-    except OSError:
-        return None
-    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
-        return None
-    kind = next((k for test, k in _SPECIAL_KINDS if test(st.st_mode)), "special file")
-    return f"not a regular file ({kind})"
-
-
 def _local_size(path: str) -> int | None:
     try:
         return os.stat(path).st_size
@@ -375,6 +348,8 @@ def list_image_inputs(
     storage_options: dict | None = None,
     files_from: str | None = None,
     parquet_image_column: str | None = None,
+    url_list: str | None = None,
+    url_options=None,
 ) -> list[ImageInput]:
     """Expand sources into a deterministic, duplicate-free list of inputs.
 
@@ -387,6 +362,9 @@ def list_image_inputs(
     In directory walks only image, tar and Parquet files are taken; dot-names, temporaries and
     directories holding curastream output are skipped. A file named explicitly is taken whatever
     its extension. A source that does not exist raises :class:`FileNotFoundError`.
+
+    ``url_list``: a Parquet/CSV/TSV/JSONL table of image URLs (images.url_inputs), one input per
+    row after the others, keyed by its zero-padded row index.
     """
     if isinstance(srcs, (str, os.PathLike)):
         srcs = [srcs]
@@ -396,4 +374,21 @@ def list_image_inputs(
         entries += _read_files_from(os.fspath(files_from), storage_options)
     for src, where in entries:
         lister.add_src(src, where)
-    return finalise(lister.cands)
+    out = finalise(lister.cands)
+    if url_list:
+        out += _url_inputs(url_list, url_options, storage_options, {i.key.lower() for i in out})
+    return out
+
+
+def _url_inputs(url_list: str, url_options, storage_options, taken: set[str]) -> list[ImageInput]:
+    import dataclasses
+
+    from curastream.images.url_inputs import UrlOptions, list_url_inputs
+
+    opts = url_options or UrlOptions(storage_options=storage_options)
+    rows = list_url_inputs(url_list, opts)
+    if not taken:
+        return rows
+    # a file named 000000007.jpg among the other sources: the row's key takes the URL's hash
+    return [dataclasses.replace(r, key=with_suffix(r.key, sha8(r.source))) if r.key.lower() in taken else r
+            for r in rows]

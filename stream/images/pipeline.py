@@ -2,18 +2,18 @@
 
 Every stage works on a :class:`~curastream.engine.batch.Batch` of IMAGE_SCHEMA rows. A row that
 fails anywhere is marked ``status="rejected"`` with the stage and reason and flows on to the
-sink, which records it in ``rejects.parquet``: a bad file never stops the run.
+sink, which records it in ``_curastream/rejects.parquet``: a bad file never stops the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,20 +21,26 @@ from curastream.config import ImageRunConfig
 from curastream.engine.batch import Batch, iter_rows
 from curastream.engine.device import resolve_device
 from curastream.engine.names import printable
+from curastream.engine.output import check_not_overlapping
 from curastream.engine.pipeline import Pipeline
 from curastream.engine.ipc import IpcEmitter
 from curastream.engine.progress import Progress
 from curastream.engine.run import Run
-from curastream.engine.schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS
+from curastream.engine.schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS, MODEL_SCORE_COLUMNS
 from curastream.engine.sink import Sink
 from curastream.engine.stats import RunStats
 from curastream.engine.storage import Storage
-from curastream.images.inputs import ImageInput
+from curastream.images.dedup import AnalysedStage, analyse
+from curastream.images.inputs import ImageInput, sha8, source_identity, with_suffix
 from curastream.images.listing import list_image_inputs
+from curastream.images.probe import DEFAULT_MAX_PIXELS
 from curastream.images.reading import read_batches
+from curastream.images.url_inputs import options_from, url_column_fields
 from curastream.images.stages import SOURCE_COLUMNS, image_stages
 from curastream.kernels.phash import NearDuplicateIndex
-from curastream.writers.image_shards import ImageShardWriter, read_committed_shards, shard_name_hash
+from curastream.models.registry import make_models
+from curastream.models.stage import with_model_columns
+from curastream.writers.image_shards import CURATOR_COLUMNS, ImageShardWriter, read_committed_shards, shard_name_hash
 from curastream.writers.rejects import read_rejects, reject_row, write_rejects
 
 log = logging.getLogger(__name__)
@@ -46,24 +52,31 @@ SHARD_COLUMNS = pa.schema(
     [
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
+        pa.field("original_width", pa.int32()),
+        pa.field("original_height", pa.int32()),
         *(pa.field(c, pa.float32()) for c in IMAGE_SCORE_COLUMNS),
         pa.field("phash", pa.uint64()),
+        *(pa.field(c, pa.float32()) for c in MODEL_SCORE_COLUMNS),
         pa.field("source_format", pa.string()),
         pa.field("source_bytes", pa.int64()),
         pa.field("exif_orientation", pa.int8()),
         pa.field("passthrough", pa.bool_()),
+        pa.field("orientation_fix", pa.string()),
+        pa.field("caption", pa.string()),
     ]
 )
+# The caption travels from the reader as a column of its own.
+READ_COLUMNS = (*SOURCE_COLUMNS, "caption")
 
 
 # -- source ------------------------------------------------------------------------------------
 def batches_from_inputs(inputs: list[ImageInput], batch_size: int, storage_options=None,
-                        skip_keys=frozenset(), workers: int = 2) -> Iterator[Batch]:
+                        skip_keys=frozenset(), workers: int = 2, url_options=None) -> Iterator[Batch]:
     # Tail: two full batches per decode worker. With whole batches to the end, the last one
     # kept a single core busy for ~0.3 s of a 5.5 s run (600 photos, 2 cores).
     tail = 2 * workers * batch_size
     for seq, loaded in enumerate(read_batches(inputs, batch_size=batch_size, storage_options=storage_options,
-                                              skip_keys=skip_keys, tail=tail)):
+                                              skip_keys=skip_keys, tail=tail, url_options=url_options)):
         rows = []
         for li in loaded:
             inp = li.input
@@ -75,12 +88,13 @@ def batches_from_inputs(inputs: list[ImageInput], batch_size: int, storage_optio
                 "source_bytes": len(li.data) if li.data is not None else inp.size,
                 "data": li.data,
                 "metadata": json.dumps(li.metadata, sort_keys=True, default=str) if li.metadata else None,
+                "caption": li.caption,
                 "status": "ok",
             }
             if li.error is not None or li.data is None:
                 row.update(status="rejected", reject_stage="read", reject_reason=li.error or "unreadable")
             rows.append(row)
-        yield Batch.from_rows(IMAGE_SCHEMA, rows, SOURCE_COLUMNS, seq=seq)
+        yield Batch.from_rows(IMAGE_SCHEMA, rows, READ_COLUMNS, seq=seq)
 
 
 # -- sink --------------------------------------------------------------------------------------
@@ -91,8 +105,10 @@ class ImageRunSink(Sink):
 
     def __init__(self, storage: Storage, writer: ImageShardWriter, stats: RunStats,
                  prior_rejects: list[dict[str, Any]], emitter: IpcEmitter | None,
-                 progress: Progress | None):
+                 progress: Progress | None, kept_columns: Iterable[str] = ()):
         self.storage = storage
+        # URL-list columns kept as typed shard columns: they ride in metadata up to here
+        self.kept_columns = tuple(kept_columns)
         self.writer = writer
         self.stats = stats
         self.rejects = list(prior_rejects)
@@ -108,8 +124,10 @@ class ImageRunSink(Sink):
             self.stats.items_in += 1
             self.stats.bytes_in += row["source_bytes"] or 0
             if row["status"] == "ok":
-                row["original_path"] = row["source"] if row["source_member"] is None else f"{row['source']}::{row['source_member']}"
+                row["original_path"] = source_identity(row["source"], row["source_member"])
                 row["metadata_obj"] = json.loads(row["metadata"]) if row["metadata"] else {}
+                for c in self.kept_columns:
+                    row[c] = row["metadata_obj"].get(c)
                 kept_rows.append((i, row))
                 self.stats.bytes_out += len(row["image_bytes"])
             else:
@@ -127,7 +145,9 @@ class ImageRunSink(Sink):
             if self.writer.remove_image_data:
                 cols["image_bytes"] = [None] * b.num_rows
             out = b.with_columns(cols)
-            self.emitter.emit(out.to_arrow(drop=() if self.emitter.include_bytes else ("data",)))
+            rows = out.to_arrow(drop=() if self.emitter.include_bytes else ("data",))
+            # Inside the pipeline the id is WebDataset's "key"; every output names it image_id.
+            self.emitter.emit(rows.rename_columns(["image_id" if n == "key" else n for n in rows.schema.names]))
         if self.progress is not None:
             self.progress.update(b.num_rows)
 
@@ -156,16 +176,21 @@ class ImageRunSink(Sink):
 
 
 # -- resume ------------------------------------------------------------------------------------
-def load_resume_state(storage: Storage, dedup_distance: int) -> tuple[set[str], int, NearDuplicateIndex, list[dict]]:
-    """What an interrupted run already committed: done keys, next shard index, dedup state, rejects."""
+def load_resume_state(storage: Storage, dedup_distance: int) -> ResumeState:
+    """What an interrupted run already committed: done sources, keys in use, next shard index,
+    dedup state, rejects."""
     stems = read_committed_shards(storage)
     done: set[str] = set()
+    keys: set[str] = set()
     seen = NearDuplicateIndex(dedup_distance)
     for stem in stems:
-        t = pq.read_table(io.BytesIO(storage.read_bytes(f"{stem}.parquet")), columns=["image_id", "phash"])
+        t = pq.read_table(io.BytesIO(storage.read_bytes(f"{stem}.parquet")),
+                          columns=["image_id", "original_path", "phash"])
         rows = t.num_rows
-        for key, h in zip(t.column("image_id").to_pylist(), t.column("phash").to_pylist()):
-            done.add(key)
+        for key, origin, h in zip(t.column("image_id").to_pylist(), t.column("original_path").to_pylist(),
+                                  t.column("phash").to_pylist()):
+            done.add(origin)
+            keys.add(key.lower())
             if h is not None:
                 seen.add(h, key)
         storage.adopt(f"{stem}.tar", rows=rows)
@@ -181,12 +206,35 @@ def load_resume_state(storage: Storage, dedup_distance: int) -> tuple[set[str], 
     # row goes, so that a retry that succeeds leaves no stale reject (one that fails again
     # writes a new row).
     rejects = [r for r in read_rejects(storage) if not r["transient"]]
-    if rejects:
-        done.update(r["key"] for r in rejects if r["key"])
+    for r in rejects:
+        done.add(source_identity(r["source"], r.get("source_member")))
+        if r.get("image_id"):
+            keys.add(r["image_id"].lower())
     next_index = 0
     if stems:
         next_index = int(stems[-1].rsplit("-", 1)[1]) + 1
-    return done, next_index, seen, rejects
+    return ResumeState(done, keys, next_index, seen, rejects)
+
+
+class ResumeState(NamedTuple):
+    done: set[str]  # source identities (shards' original_path) written or rejected for good
+    keys: set[str]  # ids in use (lowercased): a new input may not take one
+    next_index: int
+    seen: NearDuplicateIndex
+    rejects: list[dict]
+
+
+def unclash_keys(inputs: list[ImageInput], state: ResumeState) -> list[ImageInput]:
+    """Inputs not done whose key an earlier run gave to another source (day2/IMG_1.jpg after
+    day1/IMG_1.jpg) get the listing's unique-key suffix, from their identity: same result on
+    every resume."""
+    out = []
+    for i in inputs:
+        ident = source_identity(i.source, i.member)
+        if ident not in state.done and i.key.lower() in state.keys:
+            i = dataclasses.replace(i, key=with_suffix(i.key, sha8(ident)))
+        out.append(i)
+    return out
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -195,19 +243,28 @@ def run_images(cfg: ImageRunConfig) -> RunStats:
     cfg.validate()
     if not cfg.output:
         raise ValueError("run_images needs an output location (use stream_images to not write)")
+    if cfg.runner == "ray":
+        from curastream.distributed.images import run_images_on_ray
+
+        return run_images_on_ray(cfg)
     device = resolve_device(cfg.device)
     if cfg.decoder == "dali":
         from curastream.images.dali import require_dali
 
         require_dali()  # before anything is listed or written
+    check_not_overlapping(cfg.output, cfg.sources)  # safety first: before the listing can say more
     inputs = list_image_inputs(cfg.sources, storage_options=cfg.storage_options, files_from=cfg.files_from,
-                               parquet_image_column=cfg.parquet_image_column)
+                               parquet_image_column=cfg.parquet_image_column, url_list=cfg.url_list,
+                               url_options=options_from(cfg))
+    if not inputs:  # an empty folder or glob is a mistake to report, not an empty dataset to write
+        named = [*cfg.sources, *([cfg.files_from] if cfg.files_from else []), *([cfg.url_list] if cfg.url_list else [])]
+        raise FileNotFoundError("no images found in " + ", ".join(map(printable, named)))
     with Run("images", cfg, sources=_input_roots(cfg)) as run:
         return _curate_into(run, cfg, inputs, device)
 
 
 def _input_roots(cfg: ImageRunConfig) -> list[str]:
-    roots = list(cfg.sources)
+    roots = list(cfg.sources) + ([cfg.url_list] if cfg.url_list else [])
     if cfg.files_from:
         from curastream.images.listing import _read_files_from
 
@@ -222,28 +279,89 @@ def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device
     seen = None
     prior_rejects: list[dict] = []
     if run.resuming:
-        skip, start_index, seen, prior_rejects = load_resume_state(storage, cfg.filters.dedup_distance)
-        log.info("resume: %d of %d inputs already done, continuing at shard %d", len(skip & {i.key for i in inputs}),
-                 len(inputs), start_index)
+        state = load_resume_state(storage, cfg.filters.dedup_distance)
+        skip, start_index, seen, prior_rejects = state.done, state.next_index, state.seen, state.rejects
+        inputs = unclash_keys(inputs, state)
+        log.info("resume: %d of %d inputs already done, continuing at shard %d",
+                 sum(source_identity(i.source, i.member) in skip for i in inputs), len(inputs), start_index)
+    models = make_models(cfg.models)  # before anything is written: an unknown model fails here
+    schema = with_model_columns(IMAGE_SCHEMA, models)
     name_hash = shard_name_hash((i.key for i in inputs), cfg.writer_identity())
-    writer = ImageShardWriter(
-        cfg.output, images_per_tar=cfg.images_per_tar, verbose=cfg.verbose,
-        deterministic_name=cfg.deterministic_name, remove_image_data=cfg.remove_image_data,
-        name_hash=name_hash if cfg.deterministic_name else None, start_index=start_index,
-        sidecar_json=cfg.sidecar_json, columns_schema=SHARD_COLUMNS, storage=storage,
-    )
-    todo = [i for i in inputs if i.key not in skip]
-    progress = run.start_progress(len(todo), "img")
-    sink = ImageRunSink(storage, writer, run.stats, prior_rejects, run.emitter, progress)
+    writer = shard_writer(cfg, storage, name_hash if cfg.deterministic_name else None, start_index, models)
+    todo = [i for i in inputs if source_identity(i.source, i.member) not in skip]
+    plan = analysed = None
+    if cfg.filters.dedup and todo:
+        # Pass 1 of two (images.dedup): decode and score everything, done inputs too, so that
+        # a resume decides the same groups; pass 2 below writes without decoding again.
+        first = analysis_pipeline(cfg, inputs, device, models, schema)
+        analysed, plan = analyse(first, cfg.filters)
+        log.info("dedup: %d of %d inputs are near-duplicates of a better copy", len(plan.duplicate_of), plan.planned)
+    stages = write_stages(cfg, device, seen, plan, analysed, models, schema)
+    progress = run.start_progress(len(todo), "img", sizes=[i.size for i in todo])
+    sink = ImageRunSink(storage, writer, run.stats, prior_rejects, run.emitter, progress,
+                        kept_columns=[f.name for f in _kept_url_fields(cfg)])
     pipe = Pipeline(
-        batches_from_inputs(todo, cfg.batch_size, cfg.storage_options, workers=cfg.workers),
-        image_stages(cfg, device, seen, encode=True), sink=sink, schema=IMAGE_SCHEMA,
-        source_columns=SOURCE_COLUMNS, stats=run.stats,
+        batches_from_inputs(todo, cfg.batch_size, cfg.storage_options, workers=cfg.workers,
+                            url_options=options_from(cfg)),
+        stages, sink=sink, schema=schema,
+        source_columns=READ_COLUMNS, stats=run.stats,
     )
     stats = run.execute(pipe)
+    if analysed is not None:
+        # One run, two passes: its time and its stages are both passes' (decode and score are
+        # in the first), so items/s and the bottleneck stay true.
+        stats.wall_s += first.stats.wall_s
+        stats.stages = first.stats.stages + stats.stages
+        stats.queues = first.stats.queues + stats.queues
+        stats.extra.update(dedup_passes=2, near_duplicates=len(plan.duplicate_of))
     stats.extra.update(device=device.kind, shards=len(writer.shards_written), resumed_skipped=len(inputs) - len(todo),
                        inputs_listed=len(inputs))
     return run.finish({"shard_name_hash": name_hash, "inputs": len(inputs)})
+
+
+def shard_writer(cfg: ImageRunConfig, storage: Storage, name_hash: str | None, start_index: int,
+                 models) -> ImageShardWriter:
+    return ImageShardWriter(
+        cfg.output, images_per_tar=cfg.images_per_tar, verbose=cfg.verbose,
+        deterministic_name=cfg.deterministic_name, remove_image_data=cfg.remove_image_data,
+        name_hash=name_hash, start_index=start_index,
+        sidecar_json=cfg.sidecar_json, storage=storage,
+        columns_schema=_with_fields(with_model_columns(SHARD_COLUMNS, models), _kept_url_fields(cfg)),
+    )
+
+
+def _kept_url_fields(cfg: ImageRunConfig) -> list[pa.Field]:
+    """--save-additional-columns that are scalars, as typed shard columns; one named like a
+    column of ours stays in metadata only."""
+    fields = url_column_fields(cfg.url_list, options_from(cfg))
+    ours = set(SHARD_COLUMNS.names) | set(CURATOR_COLUMNS) | set(IMAGE_SCHEMA.names)
+    for f in fields:
+        if f.name in ours:
+            log.warning("--save-additional-columns %s: a column of that name exists; kept in metadata only", f.name)
+    return [f for f in fields if f.name not in ours]
+
+
+def _with_fields(schema: pa.Schema, fields: list[pa.Field]) -> pa.Schema:
+    for f in fields:
+        if f.name not in schema.names:
+            schema = schema.append(f)
+    return schema
+
+
+def analysis_pipeline(cfg: ImageRunConfig, inputs: list[ImageInput], device, models, schema) -> Pipeline:
+    """Dedup's pass 1 (images.dedup): decode and score, nothing written."""
+    return Pipeline(batches_from_inputs(inputs, cfg.batch_size, cfg.storage_options, workers=cfg.workers,
+                                        url_options=options_from(cfg)),
+                    image_stages(cfg, device, None, encode=True, models=models, schema=schema)[:2], schema=IMAGE_SCHEMA,
+                    source_columns=READ_COLUMNS, stats=RunStats(kind="images"))
+
+
+def write_stages(cfg: ImageRunConfig, device, seen, plan, analysed, models, schema) -> list:
+    """The writing pass's stages; with pass 1's ``analysed`` values in place of decode + score."""
+    stages = image_stages(cfg, device, seen, encode=True, plan=plan, models=models, schema=schema)
+    if analysed is not None:
+        stages = [AnalysedStage(analysed, cfg.max_pixels or DEFAULT_MAX_PIXELS)] + stages[2:]
+    return stages
 
 
 def _coerce_inputs(items: Iterable[Any], batch_size: int) -> Iterator[Batch]:
@@ -286,8 +404,11 @@ def stream_images(items: Iterable[Any], cfg: ImageRunConfig | None = None, encod
     """
     cfg = cfg or ImageRunConfig(sources=["<stream>"])
     device = resolve_device(cfg.device)
-    pipe = Pipeline(_coerce_inputs(items, cfg.batch_size), image_stages(cfg, device, None, encode),
-                    schema=IMAGE_SCHEMA, source_columns=SOURCE_COLUMNS, stats=RunStats(kind="images"))
+    models = make_models(cfg.models)
+    schema = with_model_columns(IMAGE_SCHEMA, models)
+    pipe = Pipeline(_coerce_inputs(items, cfg.batch_size), image_stages(cfg, device, None, encode, models=models,
+                                                                        schema=schema),
+                    schema=schema, source_columns=SOURCE_COLUMNS, stats=RunStats(kind="images"))
     drop = () if include_bytes else ("data", "image_bytes")
     for b in pipe:
         yield b.to_arrow(drop=drop)

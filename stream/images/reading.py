@@ -21,7 +21,7 @@ import fsspec
 
 from curastream.engine.storage import with_store_timeouts
 from curastream.images.containers import SampleIds, TAR_ERRORS, image_field, is_image_ext, wds_split
-from curastream.images.inputs import ImageInput, is_remote
+from curastream.images.inputs import ImageInput, is_remote, not_a_file
 from curastream.writers.rejects import is_transient_error, transient_reason
 
 # Tar side members bigger than this are not copied into metadata (an embedding or a mask would
@@ -46,6 +46,7 @@ class LoadedImage:
     data: bytes | None
     metadata: dict = field(default_factory=dict)
     error: str | None = None
+    caption: str | None = None  # a URL list's caption column, a sample's .txt, a row's "caption"
 
 
 def _json_safe(v: Any) -> Any:
@@ -140,6 +141,9 @@ class _Reader:
             for inp in run:
                 try:
                     data = self.retrying(lambda: _read_local(inp.source))
+                except NotAFileError as e:
+                    yield LoadedImage(inp, None, {}, str(e))
+                    continue
                 except OSError as e:
                     yield LoadedImage(inp, None, {}, _os_error(e))
                     continue
@@ -279,9 +283,9 @@ class _Reader:
                             meta = {name: _json_safe(b.column(j + 1)[k].as_py())
                                     for j, name in enumerate(meta_cols)}
                             if data is None:
-                                yield LoadedImage(run[i], None, meta, "null image value")
+                                yield LoadedImage(run[i], None, meta, "null image value", _caption(meta, "caption"))
                             else:
-                                yield _checked(run[i], bytes(data), meta)
+                                yield _checked(run[i], bytes(data), meta, _caption(meta, "caption"))
                             i += 1
                         row = end
         except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
@@ -306,17 +310,52 @@ def _is_scalar(t, pa) -> bool:
 def _sample(inp: ImageInput, members: list) -> LoadedImage:
     image, meta = _side_metadata(members)
     if image is None:
-        return LoadedImage(inp, None, meta, "no image member in sample")
-    return _checked(inp, image, meta)
+        return LoadedImage(inp, None, meta, "no image member in sample", _caption(meta, "txt"))
+    return _checked(inp, image, meta, _caption(meta, "txt"))
 
 
-def _checked(inp: ImageInput, data: bytes, meta: dict | None = None) -> LoadedImage:
+def _caption(meta: dict, name: str) -> str | None:
+    """WebDataset's caption member (``.txt``) or a Parquet ``caption`` column; it stays in
+    ``metadata`` as well, where earlier versions put it."""
+    v = meta.get(name)
+    return v if isinstance(v, str) else None
+
+
+def _checked(inp: ImageInput, data: bytes, meta: dict | None = None, caption: str | None = None) -> LoadedImage:
     if not data:
-        return LoadedImage(inp, None, meta or {}, "empty file (0 bytes)")
-    return LoadedImage(inp, data, meta or {}, None)
+        return LoadedImage(inp, None, meta or {}, "empty file (0 bytes)", caption)
+    return LoadedImage(inp, data, meta or {}, None, caption)
+
+
+def _plain(v: Any) -> Any:
+    """A kept list column's value as JSON: lists and structs stay structured."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return _json_safe(v)
+
+
+def _url_rows(run: list[ImageInput], url_options) -> Iterator[LoadedImage]:
+    from curastream.images.url_inputs import UrlOptions, read_url_rows
+
+    for inp, data, cols, caption, err in read_url_rows(run, url_options or UrlOptions()):
+        meta = {k: _plain(v) for k, v in cols.items()}
+        if err is not None:
+            yield LoadedImage(inp, None, meta, err, caption)
+        else:
+            yield _checked(inp, data, meta, caption)
+
+
+class NotAFileError(Exception):
+    """A named input that is not a regular file (FIFO, device, dangling link): its reject, not
+    an open that may block forever."""
 
 
 def _read_local(path: str) -> bytes:
+    why = not_a_file(path)
+    if why:
+        raise NotAFileError(why)
     with open(path, "rb") as f:
         return f.read()
 
@@ -389,6 +428,7 @@ def read_batches(
     skip_keys: set[str] | frozenset[str] = frozenset(),
     parquet_image_column: str | None = None,
     tail: int = 0,
+    url_options=None,
 ) -> Iterator[list[LoadedImage]]:
     """Yield the inputs' bytes in input order, in lists of up to ``batch_size``; the last
     ``tail`` inputs come in lists of a quarter of that, so that a stage with several workers
@@ -398,6 +438,8 @@ def read_batches(
     stream goes on. Inputs whose key is in ``skip_keys`` are not read (resume). Each tar or
     Parquet file is read in one sequential pass per run of consecutive inputs from it.
     ``parquet_image_column`` only matters for hand-made inputs without ``column`` set.
+    ``url_options`` (:class:`~curastream.images.url_inputs.UrlOptions`): how URL-list rows
+    (kind ``"url"``) are downloaded; each run of them from one list is one streamed pass.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
@@ -422,13 +464,16 @@ def read_batches(
                     end += 1
                 yield from _guarded(todo[n:end], reader.files(todo[n:end]))
             else:
-                while (end < len(todo) and todo[end].kind == first.kind
-                       and todo[end].source == first.source and todo[end].column == first.column):
+                # a URL list's rows each have their own source (the URL): they group by list
+                unit = (lambda i: getattr(i, "url_list", None)) if first.kind == "url" else (lambda i: (i.source, i.column))
+                while end < len(todo) and todo[end].kind == first.kind and unit(todo[end]) == unit(first):
                     end += 1
                 if first.kind == "wds":
                     yield from _guarded(todo[n:end], reader.wds(todo[n:end]))
                 elif first.kind == "parquet":
                     yield from _guarded(todo[n:end], reader.parquet(todo[n:end], parquet_image_column))
+                elif first.kind == "url":
+                    yield from _guarded(todo[n:end], _url_rows(todo[n:end], url_options))
                 else:
                     for inp in todo[n:end]:
                         yield LoadedImage(inp, None, {}, f"unknown input kind {inp.kind!r}")

@@ -9,7 +9,7 @@ stops the run. Decoded pixels travel in the batch's side data (``probe``, ``anal
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -17,14 +17,16 @@ from curastream.config import ImageFilters
 from curastream.engine.batch import Batch, ok_rows
 from curastream.engine.device import Device
 from curastream.engine.pipeline import Stage
-from curastream.engine.schemas import IMAGE_SCORE_COLUMNS
-from curastream.images.cpu_decode import ANALYSIS_SIZE, decode_full_rgb
+from curastream.engine.schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS
+from curastream.images.cpu_decode import ANALYSIS_SIZE
 from curastream.images.decode import decode_for_analysis
-from curastream.images.encode import encode_jpeg, needs_reencode
+from curastream.images.encode import EncodeSpec, needs_reencode, shard_image
 from curastream.images.jpeg import check_jpeg
 from curastream.images.probe import DEFAULT_MAX_PIXELS, ImageDecodeError, probe_image
 from curastream.kernels.image_scores import luma, score_batch
 from curastream.kernels.phash import NearDuplicateIndex, phash
+from curastream.models.registry import make_models
+from curastream.models.stage import ModelStage, with_model_columns
 
 # What the source makes: the input and its status (read failures are rejected there).
 SOURCE_COLUMNS = ("key", "source", "source_member", "source_bytes", "data", "metadata", "status",
@@ -66,7 +68,7 @@ class DecodeStage(Stage):
             require_dali()
 
             self._dali_args = dict(device="mixed" if self.device.is_gpu else "cpu",
-                                   device_id=self.device.device_id, size=ANALYSIS_SIZE)
+                                   device_id=self.device.device_id, size=ANALYSIS_SIZE, max_pixels=self.max_pixels)
             self._make_dali = make_decode_pipeline
 
     def process(self, b: Batch) -> Batch:
@@ -95,13 +97,13 @@ class DecodeStage(Stage):
                 if self.check_passthrough:
                     reencode[i] = needs_reencode(p, data, jpeg=jpeg)
             except ImageDecodeError as err:
-                e.reject(i, "decode", f"{err.reason}: {err}")
+                e.reject(i, "decode", str(err))  # already "<reason>: <detail>"
                 pixels[i] = None
             except Exception as err:  # noqa: BLE001 - incl. MemoryError: one image, not the run
                 e.reject(i, "decode", failure_reason(err))
                 pixels[i] = None
         if held:
-            self._decode_dali(e, held, pixels)
+            self._decode_dali(e, held, pixels, probes)
             if self.check_passthrough:
                 reencode = [None if px is None else needs_reencode(probes[i], held[i]) for i, px in enumerate(pixels)]
         side = {"probe": [probes.get(i) for i in range(b.num_rows)], "analysis": pixels}
@@ -109,14 +111,14 @@ class DecodeStage(Stage):
             side["reencode"] = reencode
         return e.done(sidecar=side)
 
-    def _decode_dali(self, e, held: dict[int, bytes], pixels: list) -> None:
+    def _decode_dali(self, e, held: dict[int, bytes], pixels: list, probes: dict) -> None:
         from curastream.images.dali import dali_decode_batch
 
         idx = list(held)
         if self._dali is None or self._dali_batch < len(idx):
             self._dali_batch = max(len(idx), len(pixels))
             self._dali = self._make_dali(batch_size=self._dali_batch, num_threads=self.workers, **self._dali_args)
-        results = dali_decode_batch(self._dali, [held[i] for i in idx])
+        results = dali_decode_batch(self._dali, [held[i] for i in idx], probes=[probes[i] for i in idx])
         for i, r in zip(idx, results):
             if isinstance(r, Exception):
                 e.reject(i, "decode", f"corrupt: {r}")
@@ -205,14 +207,21 @@ FILTER_COLUMNS = ("width", "height") + IMAGE_SCORE_COLUMNS
 
 
 class FilterStage(Stage):
-    """Thresholds, then near-duplicate removal (first in input order is kept)."""
+    """Thresholds, then near-duplicate removal.
+
+    With a ``plan`` (``images.dedup.analyse``, made by a first pass) each group keeps its
+    best copy, whatever the input order: the plan names every loser and the copy it loses to.
+    Without one (``stream_images``, whose input can be read only once) the first copy in input
+    order is kept, through ``seen``.
+    """
 
     name = "filter"
     requires = ("key", "status", "phash") + FILTER_COLUMNS
     provides = ("duplicate_of", "reject_stage", "reject_reason")
 
-    def __init__(self, filters: ImageFilters, seen: NearDuplicateIndex | None = None):
+    def __init__(self, filters: ImageFilters, seen: NearDuplicateIndex | None = None, plan=None):
         self.filters = filters
+        self.plan = plan
         self.seen = seen if seen is not None else NearDuplicateIndex(filters.dedup_distance)
 
     def process(self, b: Batch) -> Batch:
@@ -223,7 +232,14 @@ class FilterStage(Stage):
             if reason is not None:
                 e.reject(i, "filter", reason)
                 continue
-            if self.filters.dedup and hashes[i] is not None:
+            if not self.filters.dedup:
+                continue
+            if self.plan is not None:
+                why = self.plan.reason(keys[i])
+                if why is not None:
+                    e.reject(i, "dedup", why, duplicate_of=self.plan.duplicate_of[keys[i]])
+                continue
+            if hashes[i] is not None:
                 first = self.seen.find(hashes[i])
                 if first is not None:
                     e.reject(i, "dedup", f"near_duplicate: pHash within {self.filters.dedup_distance} bits of {first}",
@@ -234,14 +250,19 @@ class FilterStage(Stage):
 
 
 class EncodeStage(Stage):
-    """JPEG bytes for the shard: the original when nothing changed it, else a re-encode."""
+    """The image bytes for the shard: by default the original JPEG when nothing changed it, an
+    EXIF-rotated one turned upright (losslessly where libjpeg-turbo can), else a re-encode; with
+    ``spec`` a training size (``--resize``) and/or another format. ``width``/``height`` become
+    the stored size, ``original_width``/``original_height`` keep the input's."""
 
     name = "encode"
-    requires = ("data", "source_format", "status")
-    provides = ("image_bytes", "passthrough", "reject_stage", "reject_reason")
+    requires = ("data", "source_format", "status", "width", "height")
+    provides = ("image_bytes", "passthrough", "orientation_fix", "width", "height", "original_width",
+                "original_height", "reject_stage", "reject_reason")
 
-    def __init__(self, quality: int = 92, workers: int = 2):
-        self.quality = quality
+    def __init__(self, quality: int = 92, workers: int = 2, spec: EncodeSpec | None = None):
+        self.spec = (spec or EncodeSpec(quality=quality)).check()
+        self.quality = self.spec.quality
         self.workers = workers
 
     def process(self, b: Batch) -> Batch:
@@ -251,32 +272,70 @@ class EncodeStage(Stage):
         e = b.edit()
         out = e.column("image_bytes")
         passthrough = e.column("passthrough")
+        orientation_fix = e.column("orientation_fix")
+        width, height = e.column("width"), e.column("height")
+        orig_w, orig_h = e.column("original_width"), e.column("original_height")
         for i in e.ok_rows():
+            orig_w[i], orig_h[i] = width[i], height[i]
             try:
                 why = reasons[i] if reasons is not None else needs_reencode(probes[i], bytes(data[i]))
-                if why is None:
-                    out[i] = data[i]
-                    passthrough[i] = True
-                else:
-                    out[i] = encode_jpeg(decode_full_rgb(bytes(data[i]), probes[i]), quality=self.quality)
-                    passthrough[i] = False
+                got = shard_image(data[i], probes[i], why, self.spec)
+                out[i], passthrough[i], orientation_fix[i], width[i], height[i] = got
             except ImageDecodeError as err:
-                e.reject(i, "encode", f"{err.reason}: {err}")
+                e.reject(i, "encode", str(err))  # already "<reason>: <detail>"
             except Exception as err:  # noqa: BLE001 - incl. MemoryError: one image, not the run
                 out[i] = None
                 passthrough[i] = None
+                orientation_fix[i] = None
                 e.reject(i, "encode", failure_reason(err))
         # pixels are not needed past this point: free them before the batch queues for the writer
         return e.done(drop_sidecar=True)
 
 
-def image_stages(cfg, device: Device, seen: NearDuplicateIndex | None, encode: bool) -> list[Stage]:
+def analysis_views(decoder: str) -> Callable[[Batch, list[int]], list]:
+    """The model stage's pixels: the decode stage's 256 px analysis view (Open-NSFW's own 256
+    squash, so no second decode), or, in the dedup write pass, which has no pixels, a decode
+    of the same view for the rows still in the run."""
+    def views(b: Batch, rows: list[int]) -> list:
+        got = b.sidecar.get("analysis")
+        if got is not None:
+            return got
+        probes, data = b.sidecar.get("probe") or [None] * b.num_rows, b.values("data")
+        out: list = [None] * b.num_rows
+        for i in rows:
+            try:
+                p = probes[i] or probe_image(bytes(data[i]))
+                out[i] = decode_for_analysis(bytes(data[i]), p, size=ANALYSIS_SIZE,
+                                             decoder="auto" if decoder == "dali" else decoder)
+            except Exception:  # noqa: BLE001 - the model stage rejects a row it has no pixels for
+                out[i] = None
+        return out
+    return views
+
+
+def encode_spec(cfg) -> EncodeSpec:
+    """The run's output geometry and format (``--resize``, ``--encode-*``); configs without those
+    fields (older callers) store the original."""
+    fmt = getattr(cfg, "encode_format", "jpg")
+    quality = getattr(cfg, "encode_quality", None) or cfg.jpeg_quality
+    return EncodeSpec(getattr(cfg, "resize", None), getattr(cfg, "resize_mode", "no"), fmt, quality)
+
+
+def image_stages(cfg, device: Device, seen: NearDuplicateIndex | None, encode: bool, plan=None,
+                 models=None, schema=None) -> list[Stage]:
+    """``models`` (built from ``cfg.models`` when None) run after the filters, on the rows still
+    in the run; ``schema`` is the run's (IMAGE_SCHEMA plus plug-in model columns)."""
     stages: list[Stage] = [
         DecodeStage(cfg.decoder, workers=cfg.workers, max_pixels=cfg.max_pixels, device=device,
                     check_passthrough=encode),
         ScoreStage(device),
-        FilterStage(cfg.filters, seen),
+        FilterStage(cfg.filters, seen, plan),
     ]
+    models = make_models(cfg.models) if models is None else models
+    if models:
+        stages.append(ModelStage(models, device, analysis_views(cfg.decoder),
+                                 schema if schema is not None else with_model_columns(IMAGE_SCHEMA, models),
+                                 max_limits=[("nsfw_score", cfg.max_nsfw)] if cfg.max_nsfw is not None else ()))
     if encode:
-        stages.append(EncodeStage(cfg.jpeg_quality, workers=cfg.workers))
+        stages.append(EncodeStage(workers=cfg.workers, spec=encode_spec(cfg)))
     return stages

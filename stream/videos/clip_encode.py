@@ -351,7 +351,8 @@ def _timed_frames(container, vs, first_s: float) -> Iterator[tuple[float, av.Vid
         container.seek(vs.start_time + int(first_s / vs.time_base), stream=vs, backward=True)
         frames = _frame_times(container, vs)
         head = next(frames, None)
-        if head is not None and head[0] <= first_s + tolerance(stream_fps(vs)):
+        # a keyframe some files flag but FFmpeg cannot start from decodes as corrupt: go from the top
+        if head is not None and head[0] <= first_s + tolerance(stream_fps(vs)) and not head[1].is_corrupt:
             yield head
             yield from frames
             return

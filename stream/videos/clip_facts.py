@@ -59,12 +59,14 @@ class ClipMedia:
     num_frames: int
     video_codec: str  # FFmpeg codec name: "h264", "hevc", ...
     num_bytes: int
-    method: str = "copy"  # "copy" or "reencode"
+    method: str = "copy"  # "copy" (keyframe-snapped), "exact" (smart cut) or "reencode" (full)
     # The MP4's display matrix as FFmpeg reports it (CCW degrees, like av.VideoFrame.rotation):
     # a clip leaves this package in the convention its readers use.
     rotation: int = 0
     sample_aspect_ratio: str | None = None  # "16:15" when pixels are not square
     has_audio: bool = False
+    copied_frames: int = 0  # frames stream-copied from the source ("exact": the rest re-encoded)
+    note: str | None = None  # why a clip did not take the requested path (e.g. full re-encode)
 
     @property
     def display_size(self) -> tuple[int, int]:

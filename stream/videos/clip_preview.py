@@ -1,4 +1,4 @@
-"""Clip previews: the animated WebP Curator writes beside a clip."""
+"""Clip previews: the windows Curator cuts a clip into, and the animated WebP it writes per window."""
 
 from __future__ import annotations
 
@@ -11,6 +11,30 @@ import numpy as np
 # WebP's largest side (libwebp's WEBP_MAX_DIMENSION): a preview of a 3000x4 video at 240 px
 # high would be 180000 px wide, which the encoder refuses.
 WEBP_MAX_SIDE = 16383
+
+# Curator's captioning windows (CaptionPreparationStage / windowing_utils defaults of its
+# video split tutorial): 256 frames, a remainder of 128+ frames gets its own window, shorter
+# ones join the last; clips under 4 frames get none.
+WINDOW_SIZE = 256
+WINDOW_REMAINDER = 128
+WINDOW_MIN_FRAMES = 4
+
+
+def clip_windows(num_frames: int, size: int = WINDOW_SIZE, remainder_min: int = WINDOW_REMAINDER) -> list[tuple[int, int]]:
+    """``(start_frame, end_frame)`` windows of a clip of ``num_frames`` frames, Curator's way:
+    frames counted from the clip's first, ``end_frame`` inclusive (the last window of a
+    300-frame clip ends at 299), which is also how preview files are named."""
+    if num_frames < WINDOW_MIN_FRAMES:
+        return []
+    if num_frames <= size:
+        return [(0, num_frames - 1)]
+    full, rest = divmod(num_frames, size)
+    out = [(k * size, k * size + size - 1) for k in range(full)]
+    if rest >= remainder_min:
+        out.append((num_frames - rest, num_frames - 1))
+    elif rest:
+        out[-1] = (out[-1][0], num_frames - 1)
+    return out
 
 
 def make_preview(

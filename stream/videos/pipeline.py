@@ -10,8 +10,8 @@ encoders, so nothing is decoded twice. The clip stage cuts media (stream copy by
 aggregates scores per clip and applies filters; the ClipWriter's thread pool writes while the
 next video is analysed.
 
-A video that cannot be probed or decoded is rejected with its reason (``rejects.parquet`` and
-``summary.json``); the run goes on.
+A video that cannot be probed or decoded is rejected with its reason (``_curastream/rejects.parquet``
+and ``_curastream/summary.json``); the run goes on.
 """
 
 from __future__ import annotations
@@ -25,27 +25,31 @@ import pyarrow as pa
 
 from curastream.config import VideoRunConfig
 from curastream.engine.batch import Batch
-from curastream.engine.device import resolve_device
+from curastream.engine.device import Device, DeviceError, resolve_device
 from curastream.engine.ipc import IpcEmitter
+from curastream.engine.lock import MARK_DIR
 from curastream.engine.names import printable
-from curastream.engine.output import OutputSession
+from curastream.engine.output import OutputSession, check_not_overlapping
 from curastream.engine.pipeline import Pipeline
 from curastream.engine.progress import Progress
 from curastream.engine.run_index import write_run_index
+from curastream.engine.run_settings import OutputSettingsError
 from curastream.engine.schemas import VIDEO_SCHEMA
 from curastream.engine.run import write_stats
 from curastream.engine.stats import RunStats
 from curastream.engine.storage import Storage
+from curastream.videos.gpu_decode import GPU_VIDEO_MODULES
 from curastream.videos.sink import VideoRunSink
 from curastream.videos.sources import VideoInput, list_video_inputs
 from curastream.videos.records import video_clips
 from curastream.videos.stages import SOURCE_COLUMNS, AnalyzeStage, ClipStage, source_batch
+from curastream.writers.clip_layout import ClipLayout
 from curastream.writers.clip_writer import ClipWriter
 from curastream.writers.rejects import read_rejects
 
 log = logging.getLogger(__name__)
 
-SUMMARY_NAME = "summary.json"
+SUMMARY_NAME = f"{MARK_DIR}/summary.json"  # a run file: beside the rejects, apart from the dataset
 
 
 def _source(inputs: Iterable[VideoInput]) -> Iterator[Batch]:
@@ -54,7 +58,7 @@ def _source(inputs: Iterable[VideoInput]) -> Iterator[Batch]:
 
 
 def _pipeline(inputs: Iterable[VideoInput], cfg: VideoRunConfig, device, **kw) -> Pipeline:
-    return Pipeline(_source(inputs), [AnalyzeStage(cfg, device), ClipStage(cfg)], schema=VIDEO_SCHEMA,
+    return Pipeline(_source(inputs), [AnalyzeStage(cfg, device), ClipStage(cfg, device=device)], schema=VIDEO_SCHEMA,
                     source_columns=SOURCE_COLUMNS, queue_items=2, **kw)
 
 
@@ -72,21 +76,100 @@ def run_videos(cfg: VideoRunConfig) -> RunStats:
     cfg.validate()
     if not cfg.output:
         raise ValueError("run_videos needs an output location (use stream_videos to not write)")
-    device = resolve_device(cfg.device)
+    if cfg.runner == "ray":
+        from curastream.distributed.videos import run_videos_on_ray
+
+        return run_videos_on_ray(cfg)
+    device = video_device(cfg)
+    check_not_overlapping(cfg.output, cfg.sources)  # safety first: before the listing can say more
     inputs = list_video_inputs(cfg.sources, storage_options=cfg.storage_options)
+    if not inputs:  # an empty folder or glob is a mistake to report, not an empty dataset to write
+        raise FileNotFoundError("no videos found in " + ", ".join(map(printable, cfg.sources)))
+    input_path = resolve_input_path(cfg, inputs)
+    with OutputSession(cfg.output, cfg.storage_options, cfg.on_existing, cfg.sources, kind="videos",
+                       settings=cfg.to_dict()) as out:
+        return _write_videos(cfg, device, inputs, input_path, out)
+
+
+def video_device(cfg: VideoRunConfig) -> Device:
+    """The run's device: the GPU path needs NVDEC (PyNvVideoCodec) as well as CuPy, and cannot
+    give codec motion vectors, so --device gpu with --motion-method vectors stops here."""
+    device = resolve_device(cfg.device, needs=GPU_VIDEO_MODULES)
+    if device.is_gpu and cfg.motion_method == "vectors":
+        raise DeviceError("--motion-method vectors needs the CPU decoder (NVDEC exports no motion vectors); "
+                          "use --motion-method auto or frames with --device gpu, or --device cpu")
+    return device
+
+
+def resolve_input_path(cfg: VideoRunConfig, inputs: list[VideoInput]) -> str:
     input_path = cfg.input_path or _common_root([i.path for i in inputs])
     if input_path and "://" not in input_path:
         input_path = os.path.abspath(input_path)
-    with OutputSession(cfg.output, cfg.storage_options, cfg.on_existing, cfg.sources) as out:
-        return _write_videos(cfg, device, inputs, input_path, out)
+    return input_path
+
+
+def _earlier_summary(storage: Storage) -> list[dict]:
+    """The per-video entries of the summary the resumed run wrote (or an earlier version did, at
+    the root); [] when there is none or it cannot be read."""
+    for rel in (SUMMARY_NAME, "summary.json"):
+        if rel == "summary.json" and not storage.owns(rel):
+            continue
+        try:
+            doc = json.loads(storage.read_bytes(rel))
+        except (OSError, ValueError):
+            continue
+        videos = doc.get("videos") if isinstance(doc, dict) else None
+        if isinstance(videos, list):
+            return [v for v in videos if isinstance(v, dict)]
+    return []
+
+
+def _refuse_name_clashes(storage: Storage, input_path: str, inputs: list[VideoInput]) -> None:
+    """A resume identifies videos by their full path: an input whose processed_videos record
+    names another video (day2/a.mp4 where day1/a.mp4 was written) is neither done nor
+    writable without replacing the other's record, so the resume stops, naming both."""
+    clashes = []
+    for i in inputs:
+        rel = ClipLayout.processed_video_rel(input_path, i.path)
+        try:
+            doc = json.loads(storage.read_bytes(rel))
+        except (OSError, ValueError):
+            continue
+        recorded = doc.get("video") if isinstance(doc, dict) else None
+        if isinstance(recorded, str) and recorded != i.path:
+            clashes.append(f"{printable(i.path)} would replace {rel}, which records {printable(recorded)}")
+    if clashes:
+        more = f" (+{len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        raise OutputSettingsError(
+            "resume refused: inputs differ from the run this output holds: " + "; ".join(clashes[:3]) + more
+            + "; resume with the same inputs and --input-path, or write these to another output")
 
 
 def _write_videos(cfg: VideoRunConfig, device, inputs: list[VideoInput], input_path: str,
                   out: OutputSession) -> RunStats:
     storage, resuming = out.storage, out.resuming
+    todo, prior_rejects = resume_todo(cfg, storage, resuming, input_path, inputs)
+    writer = clip_writer(cfg, input_path, storage)
+    stats = RunStats(kind="videos")
+    progress = Progress(len(todo), "video", enabled=cfg.progress, sizes=[i.size for i in todo])
+    emitter = IpcEmitter(cfg.emit_ipc, include_bytes=cfg.emit_ipc_bytes) if cfg.emit_ipc else None
+    sink = VideoRunSink(cfg, storage, writer, stats, prior_rejects, emitter, progress)
+    pipe = _pipeline(todo, cfg, device, sink=sink, queue_bytes=256 << 20, stats=stats)
+    try:
+        pipe.run()
+    finally:
+        progress.close()
+    return finish_videos(cfg, storage, resuming, device.kind, stats, sink, writer.summary(), inputs, todo, input_path)
+
+
+def resume_todo(cfg: VideoRunConfig, storage: Storage, resuming: bool, input_path: str,
+                inputs: list[VideoInput]) -> tuple[list[VideoInput], list[dict]]:
+    """The videos still to do and the rejects to keep; on a resume the done ones' files are
+    adopted into this run's index."""
     prior_rejects: list[dict] = []
     todo = inputs
     if resuming:
+        _refuse_name_clashes(storage, input_path, inputs)
         done = [i for i in inputs if ClipWriter.is_video_done(cfg.output, input_path, i.path, cfg.storage_options)]
         done_set = {i.path for i in done}
         todo = [i for i in inputs if i.path not in done_set]
@@ -96,34 +179,47 @@ def _write_videos(cfg: VideoRunConfig, device, inputs: list[VideoInput], input_p
         retried = {printable(i.path) for i in todo}  # judged again in this run
         prior_rejects = [r for r in read_rejects(storage) if r["source"] not in retried]
         log.info("resume: %d of %d videos already done", len(done), len(inputs))
-    writer = ClipWriter(
+    return todo, prior_rejects
+
+
+def clip_writer(cfg: VideoRunConfig, input_path: str, storage: Storage) -> ClipWriter:
+    return ClipWriter(
         cfg.output, input_path, upload_clips=cfg.upload_clips, dry_run=cfg.dry_run,
         generate_embeddings=cfg.generate_embeddings, generate_previews=cfg.previews,
         generate_captions=cfg.captioner is not None, embedding_algorithm=cfg.embedding_algorithm,
         caption_models=cfg.caption_models or None, verbose=cfg.verbose, max_workers=cfg.max_workers,
         clip_subdirs=cfg.clip_subdirs, storage=storage,
     )
-    stats = RunStats(kind="videos")
-    progress = Progress(len(todo), "video", enabled=cfg.progress)
-    emitter = IpcEmitter(cfg.emit_ipc, include_bytes=cfg.emit_ipc_bytes) if cfg.emit_ipc else None
-    sink = VideoRunSink(cfg, storage, writer, stats, prior_rejects, emitter, progress)
-    pipe = _pipeline(todo, cfg, device, sink=sink, queue_bytes=256 << 20, stats=stats)
-    try:
-        pipe.run()
-    finally:
-        progress.close()
-    summary = writer.summary()
-    stats.extra.update(device=device.kind, clips=sink.clips_total, clips_passed=sink.clips_passed,
+
+
+def finish_videos(cfg: VideoRunConfig, storage: Storage, resuming: bool, device_kind: str, stats: RunStats, sink,
+                  summary: dict, inputs: list[VideoInput], todo: list[VideoInput], input_path: str) -> RunStats:
+    """summary.json, --stats and the index. ``sink``: a VideoRunSink, or anything with its
+    per-video results (clips_*, videos_with_warnings, per_video, rejects)."""
+    stats.extra.update(device=device_kind, clips=sink.clips_total, clips_passed=sink.clips_passed,
                        clips_filtered=sink.clips_filtered, videos_with_warnings=sink.videos_with_warnings,
                        resumed_skipped=len(inputs) - len(todo),
                        clips_per_s=round(sink.clips_total / stats.wall_s, 2) if stats.wall_s else 0.0)
-    doc = {"totals": {"videos": len(inputs), "videos_processed": stats.items_out,
-                      "videos_rejected": stats.items_rejected, "videos_skipped_done": len(inputs) - len(todo),
-                      "clips": sink.clips_total, "clips_passed": sink.clips_passed,
-                      "clips_filtered": sink.clips_filtered},
-           "writer": summary, "videos": sink.per_video, "rejects": [r for r in sink.rejects],
+    # The summary describes the whole output: videos done by the runs a resume continues keep
+    # their entries (and count in the totals) beside this run's.
+    done_paths = {printable(i.path) for i in inputs} - {printable(i.path) for i in todo}
+    earlier = [v for v in _earlier_summary(storage) if v.get("video") in done_paths] if resuming else []
+    videos = earlier + sink.per_video
+    ok = [v for v in videos if v.get("status") == "ok"]
+    doc = {"totals": {"videos": len(inputs), "videos_processed": len(ok),
+                      "videos_rejected": sum(v.get("status") == "rejected" for v in videos),
+                      "videos_skipped_done": len(inputs) - len(todo),
+                      "clips": sum(v.get("clips", 0) for v in ok),
+                      "clips_passed": sum(v.get("clips_passed", 0) for v in ok),
+                      "clips_filtered": sum(v.get("clips", 0) - v.get("clips_passed", 0) for v in ok)},
+           "this_run": {"videos_processed": stats.items_out, "videos_rejected": stats.items_rejected,
+                        "clips": sink.clips_total, "clips_passed": sink.clips_passed,
+                        "clips_filtered": sink.clips_filtered},
+           "writer": summary, "videos": videos, "rejects": [r for r in sink.rejects],
            "wall_s": round(stats.wall_s, 3), "config": cfg.to_dict()}
     storage.write_atomic(SUMMARY_NAME, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+    if storage.owns("summary.json") and storage.exists("summary.json"):
+        storage.delete("summary.json")  # an earlier version's, read above: the root is the dataset's
     if cfg.stats:
         write_stats(cfg.stats, stats)
     write_run_index(storage, "videos", cfg.to_dict(), stats.to_dict(), extra={"input_path": input_path})
@@ -134,7 +230,7 @@ def stream_videos(paths: Iterable[str], cfg: VideoRunConfig | None = None) -> It
     """Analyse videos and yield one clip record batch per video (scores, spans, media bytes when
     clips are cut); nothing is written. Rejected videos yield no rows (see logs)."""
     cfg = cfg or VideoRunConfig(sources=["<stream>"])
-    device = resolve_device(cfg.device)
+    device = video_device(cfg)
     inputs = (VideoInput(os.path.abspath(p) if "://" not in str(p) else str(p), None, True) for p in paths)
     for b in _pipeline(inputs, cfg, device, stats=RunStats(kind="videos")):
         for i in range(b.num_rows):

@@ -86,6 +86,13 @@ class VideoInfo:
     time_base: Fraction | None = None
     # True when duration/num_frames had to be counted from packets (header lacked them).
     counted: bool = False
+    # The video's facts by Curator's metadata rule (what it splits by and what processed_videos
+    # records): the stream's average frame rate, its duration else the container's, and
+    # int(duration * fps) frames. Where the rule has no answer (no average rate, no duration
+    # anywhere: Curator rejects such a video) they repeat fps/duration/num_frames above.
+    meta_fps: float = 0.0
+    meta_duration: float = 0.0
+    meta_num_frames: int = 0
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -123,6 +130,27 @@ def _rate(value) -> float | None:
     except (TypeError, ZeroDivisionError, ValueError):
         return None
     return f if f and MIN_FPS <= f <= MAX_FPS else None
+
+
+def _seconds(ts: int, num: int, den: int) -> float:
+    """``ts`` ticks of ``num/den`` s as ffprobe prints them and Curator parses them back: the
+    double product, then ``%f`` (6 decimals). 2.2016666 s is 2.201667 there, and the last
+    clip's end, and so its id, follows from it."""
+    return float(f"{ts * (num / den):f}")
+
+
+def curator_timing(container, stream) -> tuple[float | None, float | None]:
+    """(fps, duration) by Curator's metadata rule, None where the rule finds nothing."""
+    avg = stream.average_rate
+    fps = avg.numerator / avg.denominator if avg and avg.numerator > 0 and avg.denominator > 0 else None
+    tb = stream.time_base
+    if stream.duration is not None and tb:
+        duration = _seconds(stream.duration, tb.numerator, tb.denominator)
+    elif container.duration is not None:
+        duration = _seconds(container.duration, 1, 1_000_000)
+    else:
+        duration = None
+    return fps, duration
 
 
 def _canonical(codec_context) -> str:
@@ -333,6 +361,7 @@ class _Probe:
         pic = self.picture(stream, codec)
         fps = self.frame_rate(stream, raw)
         start, duration, num_frames = self.header_timing(stream, fps)
+        meta_fps, meta_duration = curator_timing(self.container, stream)
         counted = not duration or num_frames <= 0
         if counted:
             stream, first, duration, num_frames, fps = self.counted_timing(stream, fps, raw)
@@ -342,6 +371,10 @@ class _Probe:
         # SAR widens the stored picture; the rotation then turns it upright.
         w_disp, h_disp = upright_size(max(1, int(round(pic.width * pic.sar))), pic.height, pic.rotation)
         audio = next(iter(self.container.streams.audio), None)
+        if not meta_fps or not meta_duration or meta_duration <= 0:
+            meta_fps, meta_duration, meta_num_frames = float(fps), float(duration), int(num_frames)
+        else:
+            meta_num_frames = int(meta_duration * meta_fps)
         return VideoInfo(
             path=self.name,
             container=self.container.format.name,
@@ -364,6 +397,9 @@ class _Probe:
             start_time=start,
             time_base=tb,
             counted=counted,
+            meta_fps=meta_fps,
+            meta_duration=meta_duration,
+            meta_num_frames=meta_num_frames,
         )
 
 

@@ -38,7 +38,7 @@ def _nbytes(x: Any) -> int:
     if isinstance(x, ClipMedia):
         return x.num_bytes
     if isinstance(x, ClipRecord):
-        return len(x.media or b"") + len(x.preview or b"")
+        return len(x.media or b"") + sum(len(w) for w in x.previews.values())
     return 0
 
 

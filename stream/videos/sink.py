@@ -1,4 +1,4 @@
-"""Where video batches end: clips to the ClipWriter, rejects to rejects.parquet, a line per
+"""Where video batches end: clips to the ClipWriter, rejects to _curastream/rejects.parquet, a line per
 video for summary.json, and (``--emit-ipc``) the clip rows to the IPC stream.
 
 Each batch is VIDEO_SCHEMA rows (see :mod:`curastream.videos.stages`); a row is either
@@ -9,7 +9,6 @@ rejected, with its stage and reason, or carries its clips (``clips`` column, and
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from curastream.config import VideoRunConfig
@@ -17,13 +16,13 @@ from curastream.engine.batch import Batch
 from curastream.engine.ipc import IpcEmitter
 from curastream.engine.names import printable
 from curastream.engine.progress import Progress
-from curastream.engine.schemas import CLIP_SCHEMA
+from curastream.engine.schemas import CLIP_SCHEMA, VIDEO_REJECT_SCHEMA
 from curastream.engine.sink import Sink
 from curastream.engine.stats import RunStats
 from curastream.engine.storage import Storage
 from curastream.engine.memory import trim
 from curastream.videos.records import video_clips
-from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord
+from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord, chunk_by_duration
 from curastream.writers.clip_writer import PROCESSED_CHUNKS_DIR, ClipWriter, relative_video_path
 from curastream.writers.rejects import reject_row, write_rejects
 
@@ -63,7 +62,8 @@ class VideoRunSink(Sink):
         if b.values("status")[i] != "ok":
             reject = (b.values("reject_stage")[i], b.values("reject_reason")[i])
         elif self.writer is not None:
-            too_long = _output_name_error(self.writer.input_path, path, len(clips), self.cfg.clips_per_chunk,
+            too_long = _output_name_error(self.writer.input_path, path,
+                                          len(chunk_by_duration(clips, self.cfg.clips_per_chunk)),
                                           self.storage.is_local)
             if too_long is not None:
                 reject = ("write", too_long)
@@ -71,7 +71,7 @@ class VideoRunSink(Sink):
             stage, reason = reject
             source = printable(path)
             self.stats.count_reject(f"{stage}:{_reason_kind(reason)}")
-            self.rejects.append(reject_row(os.path.basename(source), source, None, stage, reason))
+            self.rejects.append(reject_row(None, source, None, stage, reason))
             self.per_video.append({"video": source, "status": "rejected", "stage": stage, "reason": reason})
         else:
             self._write_video(b, i, path, clips)
@@ -88,8 +88,7 @@ class VideoRunSink(Sink):
                             num_frames=v["num_frames"], duration=v["duration"], video_codec=v["video_codec"],
                             pixel_format=v["pixel_format"], audio_format=v["audio_codec"],
                             num_total_clips=len(clips))
-        per = max(1, cfg.clips_per_chunk)
-        groups = [clips[k:k + per] for k in range(0, len(clips), per)] or [[]]
+        groups = chunk_by_duration(clips, cfg.clips_per_chunk)
         chunk_of: dict[str, int] = {}
         for ci, group in enumerate(groups):
             for c in group:
@@ -126,7 +125,7 @@ class VideoRunSink(Sink):
     def commit(self) -> None:
         if self.writer is not None:
             self.writer.commit()
-        write_rejects(self.storage, self.rejects)
+        write_rejects(self.storage, self.rejects, VIDEO_REJECT_SCHEMA)
         if self.emitter is not None:
             self.emitter.close()
 
@@ -137,12 +136,12 @@ class VideoRunSink(Sink):
             self.emitter.close()
 
 
-def _output_name_error(input_path: str, video_path: str, n_clips: int, per_chunk: int, local: bool) -> str | None:
+def _output_name_error(input_path: str, video_path: str, n_chunks: int, local: bool) -> str | None:
     """Why ``processed_clip_chunks/<rel>_<n>.json`` (the longest name a video gets) cannot be
     written, or None. Checked before any of the video's files is written, so a name the store
     refuses rejects that one video instead of failing the run half-way through its files."""
     rel = relative_video_path(input_path, video_path)
-    last_chunk = max(0, (n_clips - 1) // max(1, per_chunk))
+    last_chunk = max(0, n_chunks - 1)
     longest = f"{PROCESSED_CHUNKS_DIR}/{rel}_{last_chunk}.json"
     parts = longest.encode("utf-8", "surrogateescape").split(b"/")
     if local and max(len(p) for p in parts) > NAME_MAX:

@@ -36,23 +36,41 @@ from curastream.engine.device import Device
 from curastream.engine.names import printable
 from curastream.engine.pipeline import Stage
 from curastream.engine.schemas import VIDEO_SCHEMA
+from curastream.kernels._xp import to_host
 from curastream.kernels.image_scores import score_batch
 from curastream.kernels.motion_accumulator import MotionAccumulator
 from curastream.kernels.motion_score import aggregate_motion, passes_motion_filter
-from curastream.kernels.shots import ShotDetector, fixed_stride_spans, frame_features, split_scenes
+from curastream.kernels.shots import (
+    ShotDetector,
+    Span,
+    fixed_stride_spans,
+    frame_features,
+    span_from_frames,
+    span_from_seconds,
+    split_scenes,
+)
+from curastream.models.contract import clip_scores, model_device
+from curastream.models.registry import make_callable, make_model_ref, make_models
+from curastream.models.transnet import ShotFrames
+from curastream.videos.clip_audio import add_audio
 from curastream.videos.clip_copy import cut_copy
 from curastream.videos.clip_encode import ClipEncoder, cut_reencode
 from curastream.videos.clip_facts import ClipMedia
-from curastream.videos.clip_preview import make_preview
+from curastream.videos.clip_preview import clip_windows, make_preview
 from curastream.videos.decode import VideoDecodeError, iter_analysis_frames
+from curastream.videos.gpu_decode import iter_analysis_frames_gpu, max_sessions
 from curastream.videos.read_ahead import read_ahead
 from curastream.videos.probe import VideoInfo, VideoProbeError, probe
 from curastream.videos.records import Held, clip_rows, clips_column
+from curastream.videos.smart_cut import cut_exact
 from curastream.writers.clip_model import ClipRecord
 from curastream.writers.rejects import is_transient_error, transient_reason
 
 log = logging.getLogger(__name__)
 
+# Shots shorter than this join a neighbour (a flash guard, below the detector's own 0.6 s gap):
+# Curator's 2 s fixed-stride minimum would merge real one-second shots across their cuts.
+SCENE_MIN_LEN_S = 0.5
 SCORE_FPS = 1.0  # per-clip frame scores and plug-in frames: one frame a second is plenty
 MOTION_FPS = 2.0  # Curator samples motion at about 2 frames/s
 # Decoded frames per chunk. The decoder runs one chunk ahead of the kernels (read_ahead), so a
@@ -149,6 +167,15 @@ class AnalyzeStage(Stage):
         self.device = device
         self.workers = 2  # two videos at once: one decode + its kernels leave a core idle
         self._budget = _PixelBudget(DECODE_PIXEL_BUDGET)
+        if device.is_gpu:  # one NVDEC session per worker; their surfaces live on the GPU
+            self.workers = max_sessions()
+            self._budget = _PixelBudget(DECODE_PIXEL_BUDGET * self.workers)
+        self._transnet = None
+
+    def open(self) -> None:
+        if self.cfg.split == "transnetv2":  # loaded once; both workers share it
+            self._transnet = make_model_ref("curastream.models.transnet:TransNetV2", "transnetv2")
+            self._transnet.load(model_device(self._transnet, self.device))
 
     def process(self, b: Batch) -> Batch:
         e = b.edit()
@@ -173,7 +200,8 @@ class AnalyzeStage(Stage):
         try:
             info = _probe_retrying(path)
         except VideoProbeError as err:
-            e.reject(i, "probe", transient_reason(str(err)) if is_transient_error(err) else str(err))
+            # err.reason, not str(err): the path it adds is already the reject's source column
+            e.reject(i, "probe", transient_reason(err.reason) if is_transient_error(err) else err.reason)
             return waited
         except Exception as err:  # noqa: BLE001 - PyAV raises assorted types on malformed files
             # One odd file must not end the run (a 2%-long MP4 once gave an AttributeError
@@ -184,6 +212,9 @@ class AnalyzeStage(Stage):
             return waited
         for name in PROBE_COLUMNS:
             e.set(name, i, getattr(info, name))
+        # The video's facts as processed_videos reports them: Curator's metadata rule.
+        for name in ("fps", "num_frames", "duration"):
+            e.set(name, i, getattr(info, f"meta_{name}"))
         small = [v for v in (info.width, info.height, info.display_width, info.display_height)
                  if v is not None and v < MIN_SIDE]
         if small:
@@ -221,14 +252,21 @@ class AnalyzeStage(Stage):
     def _analyze(self, path: str, info: VideoInfo):
         cfg = self.cfg
         fps = info.fps
-        scenes = cfg.split == "scenes"
-        detector = ShotDetector(fps) if scenes else None
-        use_mvs = info.has_motion_vectors_codec and cfg.motion_method in ("vectors", "auto")
+        scenes = cfg.split in ("scenes", "transnetv2")  # both read every frame
+        detector = ShotDetector(fps) if cfg.split == "scenes" else None
+        shot_model = ShotFrames() if cfg.split == "transnetv2" else None
+        # NVDEC exports no motion vectors: GPU runs match blocks on the device frames.
+        use_mvs = info.has_motion_vectors_codec and cfg.motion_method in ("vectors", "auto") and not self.device.is_gpu
         on_frame = None
-        spans: list[tuple[int, int]] = []
+        spans: list[Span] = []
         if not scenes:
-            spans = fixed_stride_spans(info.num_frames, fps, cfg.clip_len, cfg.min_clip_len)
-            if cfg.clip_mode == "reencode" and cfg.upload_clips and not cfg.dry_run:
+            # Curator's spans and ids: its frame rate and frame count, not the decoder's.
+            # A minimum above the clip length would drop every clip (Curator's outcome for
+            # --clip-len 1 with its default minimum of 2): it is capped at the clip length.
+            spans = fixed_stride_spans(info.meta_num_frames, info.meta_fps, cfg.clip_len,
+                                       min(cfg.min_clip_len, cfg.clip_len), cfg.stride)
+            # upload_clips=False still encodes, as Curator does: the metas keep the clip's facts.
+            if cfg.clip_mode == "reencode" and not cfg.dry_run and not self.device.is_gpu:
                 # single pass: the decode that feeds the kernels also feeds the encoders
                 on_frame = _Feeder(spans, info, cfg)
         score_frames, preview_frames = Held(), Held()
@@ -239,8 +277,9 @@ class AnalyzeStage(Stage):
         motion = MotionAccumulator(fps, mv_size=(info.width, info.height) if use_mvs else None,
                                    source_size=None if use_mvs else (info.display_width, info.display_height),
                                    sample_fps=MOTION_FPS)
-        chunks = iter_analysis_frames(
-            path, info, short_side=cfg.analysis_short_side,
+        gpu = {"device_id": self.device.device_id} if self.device.is_gpu else {}
+        chunks = (iter_analysis_frames_gpu if gpu else iter_analysis_frames)(
+            path, info, **gpu, short_side=cfg.analysis_short_side,
             sample_fps=None if scenes else MOTION_FPS, motion_pairs=not scenes and not use_mvs,
             motion_vectors=use_mvs, mv_sample_fps=MOTION_FPS, time_limit_s=cfg.video_time_limit,
             on_frame=on_frame, preview_fps=1.0 if cfg.previews else None, preview_height=240,
@@ -255,11 +294,13 @@ class AnalyzeStage(Stage):
                     continue
                 if detector is not None:
                     detector.update(frame_features(chunk.frames), chunk.frame_indices)
+                if shot_model is not None:
+                    shot_model.add(to_host(chunk.frames), chunk.frame_indices)
                 motion.add(chunk.frames, chunk.frame_indices, chunk.times, chunk.mv_samples)
                 for k, t in enumerate(chunk.times):
                     if t + 1e-9 >= score_next:
                         score_next = t + 1.0 / SCORE_FPS
-                        score_frames.append((int(chunk.frame_indices[k]), chunk.frames[k].copy()))
+                        score_frames.append((int(chunk.frame_indices[k]), to_host(chunk.frames[k]).copy()))
                 for t, idx, rgb in getattr(chunk, "preview_frames", None) or ():
                     if t + 1e-9 >= preview_next:
                         preview_next = t + 1.0
@@ -271,7 +312,13 @@ class AnalyzeStage(Stage):
         samples = motion.mv_samples if use_mvs else motion.frame_samples
         if detector is not None:
             cuts = detector.finish()
-            spans = split_scenes(cuts, info.num_frames, fps, cfg.min_clip_len, min(cfg.clip_len, cfg.max_clip_len))
+            spans = [span_from_frames(a, b, info.meta_fps)
+                     for a, b in split_scenes(cuts, info.num_frames, fps, min(cfg.min_clip_len, SCENE_MIN_LEN_S),
+                                              min(cfg.clip_len, cfg.max_clip_len))]
+        if shot_model is not None:
+            spans = [span_from_frames(a, b, info.meta_fps)
+                     for a, b in shot_model.scenes(self._transnet, fps, cfg.min_clip_len,
+                                                   min(cfg.clip_len, cfg.max_clip_len))]
         media = Held(on_frame.finish()) if on_frame is not None else None
         # Frames are sampled at MOTION_FPS in fixed mode: the last one seen may sit up to one
         # sampling interval before the real end without anything being missing.
@@ -317,8 +364,8 @@ class _Feeder:
     clips in progress are held.
     """
 
-    def __init__(self, spans: list[tuple[int, int]], info: VideoInfo, cfg: VideoRunConfig):
-        self.spans_s = [(a / info.fps, b / info.fps) for a, b in spans]
+    def __init__(self, spans: list[Span], info: VideoInfo, cfg: VideoRunConfig):
+        self.spans_s = [(sp.start_s, sp.end_s) for sp in spans]
         self.info, self.cfg = info, cfg
         self.encoders: list[ClipEncoder | None] | None = None
         self.results: list[ClipMedia | Exception | None] = [None] * len(spans)
@@ -364,9 +411,15 @@ class ClipStage(Stage):
     requires = ("video", "status", "fps", "motion_method")
     provides = ("clips", "reject_stage", "reject_reason")
 
-    def __init__(self, cfg: VideoRunConfig, workers: int = 2):
-        self.cfg = cfg
+    def __init__(self, cfg: VideoRunConfig, workers: int = 2, device: Device | None = None):
+        self.cfg = _with_plugins(cfg)
         self.workers = workers
+        self.models = make_models(cfg.models)
+        self.device = device or Device("cpu", None)
+
+    def open(self) -> None:
+        for m in self.models:  # once; the stage's workers share them
+            m.load(model_device(m, self.device))
 
     def process(self, b: Batch) -> Batch:
         records: list[list[ClipRecord]] = [Held() for _ in range(b.num_rows)]
@@ -389,23 +442,32 @@ class ClipStage(Stage):
     def _video(self, b: Batch, i: int) -> Held:
         cfg = self.cfg
         path, info = b.values("video")[i], b.sidecar["probe"][i]
-        fps = info.fps
-        spans_s = [(a / fps, b_ / fps) for a, b_ in b.sidecar["spans"][i]]
+        spans: list[Span] = b.sidecar["spans"][i]
+        spans_s = [(sp.start_s, sp.end_s) for sp in spans]
         media: list[ClipMedia | Exception | None] = [None] * len(spans_s)
-        if spans_s and cfg.upload_clips and not cfg.dry_run:
+        # upload_clips=False still encodes, as Curator does (the writer just keeps the MP4s).
+        if spans_s and not cfg.dry_run:
             if b.sidecar["media"][i] is not None:
                 media = list(b.sidecar["media"][i])
             elif cfg.clip_mode == "copy":
                 media = cut_copy(path, spans_s, stream_index=info.stream_index, snap="tile",
-                                 encoder=cfg.encoder, preset=cfg.preset, crf=cfg.crf)
+                                 include_audio=cfg.audio, encoder=cfg.encoder, preset=cfg.preset, crf=cfg.crf)
+            elif cfg.clip_mode == "exact":
+                # The cutter takes frames [int(s*fps), int(e*fps)): hand it frame centres so that
+                # float error cannot move a shot span's frames (int(116 / 25 * 25) is 115).
+                centres = [((sp.start_frame + 0.5) / info.fps, (sp.end_frame + 0.5) / info.fps) for sp in spans]
+                media = cut_exact(path, centres, stream_index=info.stream_index, audio=cfg.audio,
+                                  encoder=cfg.encoder, preset=cfg.preset, crf=cfg.crf)
             else:
                 media = cut_reencode(path, spans_s, stream_index=info.stream_index, encoder=cfg.encoder,
                                      preset=cfg.preset, crf=cfg.crf)
+            if cfg.audio and cfg.clip_mode == "reencode":
+                media = add_audio(path, media)
         motion, score_frames = b.sidecar["motion"][i], b.sidecar["score_frames"][i]
         preview_frames = b.sidecar["preview_frames"][i]
         out, seen = Held(), set()
-        for (s, e), m in zip(spans_s, media):
-            clip = self._clip(path, fps, motion, score_frames, preview_frames, s, e, m)
+        for sp, m in zip(spans, media):
+            clip = self._clip(path, info, motion, score_frames, preview_frames, sp, m)
             if clip.uuid in seen:
                 # Stream copy cuts on keyframes: with keyframes sparser than the spans, several
                 # spans come out as the same keyframe range, i.e. the same clip (same uuid).
@@ -414,20 +476,26 @@ class ClipStage(Stage):
             out.append(clip)
         return out
 
-    def _clip(self, path: str, fps: float, motion, score_frames, preview_frames, s: float, e: float,
+    def _clip(self, path: str, info: VideoInfo, motion, score_frames, preview_frames, sp: Span,
               m: ClipMedia | Exception | None) -> ClipRecord:
         cfg = self.cfg
         errors: dict[str, str] = {}
         fields: dict[str, Any] = {}
         if isinstance(m, ClipMedia):
-            s, e = m.start_s, m.end_s  # record the real span (keyframe-aligned for copy)
+            if cfg.clip_mode == "copy" and (m.start_s, m.end_s) != (sp.start_s, sp.end_s):
+                # A keyframe-aligned copy holds another span than planned: record that one, and
+                # its id, so metas describe the file.
+                sp = span_from_seconds(m.start_s, m.end_s, info.meta_fps)
             w, h = m.display_size
             fields.update(media=m.data, width=w, height=h, framerate=m.framerate, num_frames=m.num_frames,
                           video_codec=m.video_codec)
         elif isinstance(m, Exception):
             errors["transcode"] = f"{type(m).__name__}: {m}"
-        clip = ClipRecord.for_span(path, s, e, fps, errors=errors, **fields)
-        sf, ef = int(round(s * fps)), int(round(e * fps))
+        s, e = sp.start_s, sp.end_s
+        clip = ClipRecord.for_span(path, s, e, info.meta_fps, frames=(sp.start_frame, sp.end_frame),
+                                   errors=errors, **fields)
+        # The analysis side data is numbered by the decoder's frame clock, not by the id's frames.
+        sf, ef = int(round(s * info.fps)), int(round(e * info.fps))
         score = aggregate_motion(motion, sf, ef)
         if score.available:
             clip.motion_score = {"global_mean": score.global_mean, "per_patch_min_256": score.per_patch_min_256}
@@ -444,29 +512,70 @@ class ClipStage(Stage):
             clip.filtered_by.append("min_duration")
         if cfg.max_duration is not None and dur > cfg.max_duration:
             clip.filtered_by.append("max_duration")
-        pv = [f for k, f in preview_frames if sf <= k < ef]
-        if cfg.previews and pv and not cfg.dry_run:
+        if not clip.filtered_by:  # Curator windows, previews and plug-ins passing clips only
+            if frames:
+                self._plugins(clip, frames)
+                self._models(clip, frames)
+            n = clip.num_frames if clip.num_frames else ef - sf
+            self._windows(clip, clip_windows(n), sf, ef, score_frames, frames, preview_frames)
+        return clip
+
+    def _windows(self, clip: ClipRecord, windows: list[tuple[int, int]], sf: int, ef: int, score_frames,
+                 clip_frames: list[np.ndarray], preview_frames) -> None:
+        """Curator's windows (clip-relative frames, end inclusive), each with its WebP preview
+        and, from the captioner plug-in, its caption; listed when either is asked for."""
+        cfg = self.cfg
+        previews = cfg.previews and not cfg.dry_run
+        if not previews and cfg.captioner is None:
+            return
+        model = (cfg.caption_models or ["plugin"])[0]
+        in_clip = [(k, x) for k, x in preview_frames if sf <= k < ef] if previews else []
+        for ws, we in windows:
+            lo, hi = sf + ws, sf + we
+            window: dict[str, Any] = {"start_frame": ws, "end_frame": we}
+            if cfg.captioner is not None:
+                frames = [f for k, f in score_frames if lo <= k <= hi] or clip_frames
+                if frames:
+                    try:
+                        window[f"{model}_caption"] = str(cfg.captioner(np.stack(frames)))
+                    except Exception as err:  # noqa: BLE001 - a plug-in failure is that clip's error
+                        clip.errors["caption"] = f"{type(err).__name__}: {err}"
+            clip.windows.append(window)
+            if not in_clip:
+                continue
+            # Preview frames are sampled once a second of the source: a window shorter than that
+            # may hold none, and then shows the sample nearest its middle.
+            pv = [x for k, x in in_clip if lo <= k <= hi] or [min(in_clip, key=lambda kx: abs(kx[0] - (lo + hi) / 2))[1]]
             try:
-                clip.preview = make_preview([_unjpeg(x) for x in pv], fps_in=1.0, target_fps=1.0, height=240)
+                clip.previews[(ws, we)] = make_preview([_unjpeg(x) for x in pv], fps_in=1.0, target_fps=1.0,
+                                                       height=240)
             except Exception as err:  # noqa: BLE001 - a clip without its preview, said so
                 clip.errors["preview"] = f"{type(err).__name__}: {err}"
-        if frames and not clip.filtered_by:
-            self._plugins(clip, frames)
-        return clip
+
+    def _models(self, clip: ClipRecord, frames: list[np.ndarray]) -> None:
+        for m in self.models:
+            try:
+                clip.model_scores.update(clip_scores(m, frames))
+            except Exception as err:  # noqa: BLE001 - the clip's error, in the model's words
+                clip.errors[m.name] = str(err)
 
     def _plugins(self, clip: ClipRecord, frames: list[np.ndarray]) -> None:
         cfg = self.cfg
-        stack = np.stack(frames)
         if cfg.embedder is not None:
             try:
-                clip.embeddings[cfg.embedding_algorithm] = np.asarray(cfg.embedder(stack), np.float32).reshape(-1)
+                clip.embeddings[cfg.embedding_algorithm] = np.asarray(cfg.embedder(np.stack(frames)),
+                                                                      np.float32).reshape(-1)
             except Exception as e:  # noqa: BLE001 - a plug-in failure is that clip's error
                 clip.errors["embedding"] = f"{type(e).__name__}: {e}"
-        if cfg.captioner is not None:
-            model = (cfg.caption_models or ["plugin"])[0]
-            try:
-                text = str(cfg.captioner(stack))
-                clip.windows.append({"start_frame": 0, "end_frame": clip.end_frame - clip.start_frame,
-                                     f"{model}_caption": text})
-            except Exception as e:  # noqa: BLE001
-                clip.errors["caption"] = f"{type(e).__name__}: {e}"
+
+
+def _with_plugins(cfg: VideoRunConfig) -> VideoRunConfig:
+    """``cfg`` with ``--embedder`` / ``--captioner`` factories made into the callables it runs."""
+    import dataclasses
+
+    found = {}
+    if cfg.embedder is None and cfg.embedder_factory:
+        found["embedder"] = make_callable(cfg.embedder_factory, "embedder")
+    if cfg.captioner is None and cfg.captioner_factory:
+        found["captioner"] = make_callable(cfg.captioner_factory, "captioner")
+    return dataclasses.replace(cfg, **found) if found else cfg

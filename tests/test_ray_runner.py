@@ -1,0 +1,320 @@
+"""``--runner ray`` on a real two-node Ray cluster on loopback: same items as a local run, exactly once.
+
+The module starts its own cluster (a head and a second raylet, one CPU each) in a temp dir of its
+own and stops only the processes it started: ``ray stop`` would end every Ray process on the
+machine, other people's included. Outputs are read back with tarfile, pyarrow and json, and
+compared with a local run of the same inputs and settings: the same members with the same bytes
+(images), the same clip ids, clip bytes and metas (videos), the same rejects. Shard grouping
+differs by design (one shard per partition) and is not compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import MEDIA
+
+ray = pytest.importorskip("ray")
+
+from curastream.config import ImageRunConfig, VideoRunConfig  # noqa: E402
+from curastream.engine.lock import is_control_file  # noqa: E402
+from curastream.images.pipeline import run_images  # noqa: E402
+from curastream.videos.pipeline import run_videos  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+# No token auth (a ~/.ray/auth_token would turn it on for the head only) and no usage report.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+IMAGES = ["mate_Dune.jpg", "mate_FreshFlower.jpg", "mate_GreenMeadow.jpg", "opencv_building.jpg",
+          "opencv_fruits.jpg", "opencv_left01.jpg", "skimage_coffee.png", "skimage_chelsea.png",
+          "go_video-005.gray.jpeg", "derived_rocket_exif_orientation6.jpg", "opencv_squirrel_cls.jpg"]
+BAD = ["pillow_truncated_image.png", "forensics_empty.jpg"]
+VIDEOS = ["imageio_realshort.mp4", "libvpl_cars_320x240.h264"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pids_using(marker: str) -> list[int]:
+    """Processes whose command line names ``marker`` (our cluster's temp dir): ours only."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    out.append(int(d))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not (MEDIA / "images").is_dir():
+        pytest.skip("shared media folder absent")
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    temp = tempfile.mkdtemp(prefix="csray-", dir="/tmp")  # short: Unix socket paths are limited
+    port = _free_port()
+    env = {**os.environ, **RAY_ENV}
+    common = ["--num-cpus", "1", "--object-store-memory", str(80 << 20), "--disable-usage-stats"]
+    started = []
+    old = {k: os.environ.get(k) for k in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    try:
+        # --block: each `ray start` stays our child, so its PID is known and ends with it
+        started.append(subprocess.Popen([ray_bin, "start", "--head", "--port", str(port), "--temp-dir", temp,
+                                         "--include-dashboard", "false", "--block", *common], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        address = f"127.0.0.1:{port}"
+        _wait_nodes(address, 1, started)
+        started.append(subprocess.Popen([ray_bin, "start", "--address", address, "--block", *common], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_nodes(address, 2, started)
+        yield address
+    finally:
+        for p in started:
+            p.send_signal(signal.SIGTERM)
+        for p in started:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for pid in _pids_using(temp):  # a raylet's workers or a daemon outliving its `ray start`
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp, ignore_errors=True)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _wait_nodes(address: str, n: int, procs: list, timeout: float = 90.0) -> None:
+    code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR');"
+            "print(sum(1 for x in ray.nodes() if x['Alive']))")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("ray start exited")
+        r = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True,
+                           env={**os.environ, **RAY_ENV}, timeout=60)
+        if r.returncode == 0 and r.stdout.strip() and int(r.stdout.split()[-1]) >= n:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"cluster at {address} did not reach {n} nodes")
+
+
+@pytest.fixture(scope="module")
+def image_inputs(tmp_path_factory) -> Path:
+    """Real photos, two broken files, and a smaller re-encode of mate_Dune whose name sorts into
+    the first partition while the original lands in a later one: only a dedup decided across
+    partitions keeps the better (original) copy."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("img-in")
+    for name in IMAGES:
+        os.symlink(MEDIA / "images" / name, d / name)
+    for name in BAD:
+        os.symlink(MEDIA / "bad" / name, d / name)
+    with Image.open(MEDIA / "images" / "mate_Dune.jpg") as im:
+        im.convert("RGB").resize((840, 525)).save(d / "aa_dune_small.jpg", quality=90)
+    return d
+
+
+@pytest.fixture(scope="module")
+def local_images(image_inputs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("img-local") / "out"
+    run_images(ImageRunConfig(sources=[str(image_inputs)], output=str(out), images_per_tar=4, progress=False))
+    return out
+
+
+def _members(out: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for tar in sorted(out.glob("images-*.tar")):
+        with tarfile.open(tar) as tf:
+            for m in tf.getmembers():
+                assert m.name not in found, f"{m.name} written twice"
+                found[m.name] = tf.extractfile(m).read()
+    return found
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    rows = {}
+    for p in sorted(out.glob("images-*.parquet")):
+        for r in pq.read_table(p).to_pylist():
+            assert r["image_id"] not in rows
+            r.pop("tar_file")  # names the shard, which differs by design
+            rows[r["image_id"]] = r
+    return rows
+
+
+def _rejects(out: Path) -> set[tuple]:
+    t = pq.read_table(out / "_curastream" / "rejects.parquet").to_pylist()
+    return {(Path(r["source"]).name, r["stage"], r["reason"], r.get("duplicate_of")) for r in t}
+
+
+def _check_index_and_clean(out: Path) -> dict:
+    """No temporary anywhere; index.json lists every file present (but itself), with its real
+    bytes and sha256; the ownership journal is gone."""
+    present = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert not [p for p in present if ".tmp-" in p]
+    index = json.loads((out / "index.json").read_text())
+    listed = {f["path"]: f for f in index["files"]}
+    control = {p for p in present if is_control_file(p)}  # the lock and the journal: never indexed
+    assert set(listed) == present - {"index.json"} - control
+    for rel, f in listed.items():
+        data = (out / rel).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (f["bytes"], f["sha256"]), rel
+    assert not (out / "_curastream" / "journal").exists() or not any((out / "_curastream" / "journal").iterdir())
+    return index
+
+
+def test_images_on_two_nodes_match_local(cluster, image_inputs, local_images, tmp_path):
+    out = tmp_path / "ray"
+    stats = run_images(ImageRunConfig(sources=[str(image_inputs)], output=str(out), images_per_tar=4,
+                                      progress=False, runner="ray", ray_address=cluster))
+    got, want = _members(out), _members(local_images)
+    assert sorted(got) == sorted(want)
+    assert all(got[k] == want[k] for k in want)
+    assert _rows(out) == _rows(local_images)
+    assert _rejects(out) == _rejects(local_images)
+    # the smaller copy sorts first but loses to the original, across partitions
+    assert ("aa_dune_small.jpg", "dedup") in {r[:2] for r in _rejects(out)}
+    assert {r[3] for r in _rejects(out) if r[0] == "aa_dune_small.jpg"} == {"mate_Dune"}
+    assert "mate_Dune.jpg" in got
+    index = _check_index_and_clean(out)
+    assert index["partitions"] == 4  # 14 inputs, 4 per partition
+    # both nodes worked, and the driver's totals are the tasks'
+    assert len(stats.extra["nodes"]) == 2
+    assert stats.items_in == len(IMAGES) + len(BAD) + 1
+    assert stats.items_out == len(want) // 2
+
+
+def test_worker_killed_mid_task_is_retried_without_duplicates(cluster, image_inputs, local_images, tmp_path):
+    """SIGKILL the worker process that holds a shard temporary (its PID is in the temporary's
+    name): Ray retries the task, which rewrites the same names; nothing is lost or doubled and
+    the dead attempt's temporary is gone."""
+    out = tmp_path / "ray"
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set() and not killed:
+            for p in out.glob("images-*.tar.tmp-*"):
+                pid = int(p.name.split(".tmp-")[1].split("-")[0])
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        is_worker = f.read().startswith(b"ray::")
+                except OSError:
+                    continue
+                if is_worker and pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    break
+            time.sleep(0.005)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        run_images(ImageRunConfig(sources=[str(image_inputs)], output=str(out), images_per_tar=2,
+                                  progress=False, runner="ray", ray_address=cluster))
+    finally:
+        stop.set()
+        t.join()
+    assert killed, "no worker was caught mid-shard"
+    got, want = _members(out), _members(local_images)
+    assert sorted(got) == sorted(want)
+    assert all(got[k] == want[k] for k in want)
+    assert _rejects(out) == _rejects(local_images)
+    _check_index_and_clean(out)
+
+
+def _clip_files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "clips").rglob("*.mp4"))}
+
+
+def _metas(out: Path) -> dict[str, dict]:
+    docs = {}
+    for p in sorted((out / "metas").rglob("*.json")):
+        # clip_location names the output folder, which differs between the two runs
+        docs[p.relative_to(out).as_posix()] = json.loads(p.read_text().replace(str(out), "<out>"))
+    return docs
+
+
+def test_videos_on_two_nodes_match_local(cluster, tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    for name in VIDEOS:
+        os.symlink(MEDIA / "videos" / name, src / name)
+    os.symlink(MEDIA / "bad" / "derived_nasa_13013_no_moov.mp4", src / "no_moov.mp4")
+    runs = {}
+    for runner in ("local", "ray"):
+        out = tmp_path / runner
+        cfg = VideoRunConfig(sources=[str(src)], output=str(out), split="fixed", clip_len=2.0, min_clip_len=0.5,
+                             progress=False, runner=runner, ray_address=cluster if runner == "ray" else None)
+        runs[runner] = (out, run_videos(cfg))
+    (lo, _), (ro, rstats) = runs["local"], runs["ray"]
+    assert _clip_files(lo), "the local run wrote no clips: the comparison would be empty"
+    assert _clip_files(ro) == _clip_files(lo)
+    assert _metas(ro) == _metas(lo)
+    rej = [pq.read_table(o / "_curastream" / "rejects.parquet").to_pylist() for o in (lo, ro)]
+    assert [Path(r["source"]).name for r in rej[1]] == ["no_moov.mp4"]
+    assert [(r["source"], r["stage"]) for r in rej[1]] == [(r["source"], r["stage"]) for r in rej[0]]
+    sums = [json.loads((o / "_curastream" / "summary.json").read_text()) for o in (lo, ro)]
+    assert sums[1]["totals"] == sums[0]["totals"]
+    assert sums[1]["writer"]["clips"] == sums[0]["writer"]["clips"]
+    _check_index_and_clean(ro)
+    assert rstats.extra["tasks"] == len(VIDEOS) + 1
+
+
+def test_driver_killed_mid_run_resumes(cluster, image_inputs, local_images, tmp_path):
+    """SIGKILL the driver (the ``curastream`` command) once a shard is committed, then resume:
+    the workers' commits were journaled under the dead run's id, so the resume keeps them,
+    removes their temporaries and writes only what is missing."""
+    out = tmp_path / "ray"
+    cli = str(Path(sys.executable).parent / "curastream")
+    p = subprocess.Popen([cli, "images", str(image_inputs), "-o", str(out), "--images-per-tar", "2",
+                          "--runner", "ray", "--ray-address", cluster], env={**os.environ, **RAY_ENV},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("images-*.parquet")) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert p.poll() is None, "the run ended before it could be killed"
+        p.kill()
+    finally:
+        p.wait()
+    assert not (out / "index.json").exists()
+    written_before = {q.name for q in out.glob("images-*.parquet")}
+    assert written_before
+    run_images(ImageRunConfig(sources=[str(image_inputs)], output=str(out), images_per_tar=2, progress=False,
+                              runner="ray", ray_address=cluster, on_existing="resume"))
+    assert written_before <= {q.name for q in out.glob("images-*.parquet")}
+    got, want = _members(out), _members(local_images)
+    assert sorted(got) == sorted(want)
+    assert all(got[k] == want[k] for k in want)
+    assert _rejects(out) == _rejects(local_images)
+    _check_index_and_clean(out)
