@@ -67,7 +67,7 @@ def _per_item(items: Iterable[Any], cfg: ImageRunConfig) -> Iterator[tuple[bool,
     for n, it in enumerate(items):
         if not _is_path(it):
             # bytes are named by their place in ``items``, not in the chunk handed on
-            raw.append({"key": f"item{n:09d}", "data": it} if isinstance(it, (bytes, bytearray, memoryview)) else it)
+            raw.append({"image_id": f"item{n:09d}", "data": it} if isinstance(it, (bytes, bytearray, memoryview)) else it)
             if len(raw) >= cfg.batch_size:
                 yield False, raw
                 raw = []
@@ -98,7 +98,7 @@ def stream_images(items: Any = None, cfg: ImageRunConfig | None = None, encode: 
 
     ``items``: anything ``run_images`` takes as sources (folders, globs, image files, WebDataset
     tars, Parquet files, URLs), or images in memory: bytes, ``(key, bytes)`` pairs or
-    ``{"key", "data", "metadata"}`` dicts; mixed is fine. ``None``: ``cfg.sources`` and
+    ``{"image_id" (or "key"), "data", "metadata"}`` dicts; mixed is fine. ``None``: ``cfg.sources`` and
     ``cfg.files_from``. Rejected rows are yielded too, with ``status="rejected"`` and the reason.
     Raises ConfigError for an invalid config, FileNotFoundError for inputs that are not there.
     """

@@ -22,12 +22,9 @@ class CuratorMeta:
 
 def curator_meta(path: str) -> CuratorMeta:
     """ffprobe's ``avg_frame_rate`` as num/den, its stream ``duration`` (printed with %f) else
-    the format's, and ``int(duration * fps)`` frames. Curator takes the last video stream: the
-    media used here have one."""
+    the format's, and ``int(duration * fps)`` frames, of the last video stream (Curator's)."""
     with av.open(path) as c:
-        videos = list(c.streams.video)
-        assert len(videos) == 1, "these helpers follow Curator for single-video-stream files"
-        s = videos[-1]
+        s = list(c.streams.video)[-1]
         avg = s.average_rate
         fps = avg.numerator / avg.denominator
         if s.duration is not None:

@@ -210,7 +210,7 @@ def test_stream_images_takes_folders_globs_and_validates(tmp_path, photo_dir):
     (photo_dir / "sub").mkdir()
     _photos(tmp_path / "more", 4)[3].rename(photo_dir / "sub" / "deeper.jpg")
     rows = pa.Table.from_batches(list(stream_images([str(photo_dir)]))).to_pylist()
-    assert sorted(r["key"] for r in rows) == ["photo0", "photo1", "photo2", "sub_deeper"]  # keys: path below the folder
+    assert sorted(r["image_id"] for r in rows) == ["photo0", "photo1", "photo2", "sub_deeper"]  # keys: path below the folder
     assert all(r["status"] == "ok" and r["width"] == 160 for r in rows)
     globbed = pa.Table.from_batches(list(stream_images(str(photo_dir / "photo*.jpg"))))
     assert globbed.num_rows == 3
@@ -227,7 +227,7 @@ def test_stream_images_takes_folders_globs_and_validates(tmp_path, photo_dir):
 def test_stream_images_mixes_paths_and_bytes(photo_dir):
     data = (photo_dir / "photo1.jpg").read_bytes()
     rows = pa.Table.from_batches(list(stream_images(iter([data, str(photo_dir / "photo0.jpg"), data])))).to_pylist()
-    assert [r["key"] for r in rows] == ["item000000000", "photo0", "item000000002"]
+    assert [r["image_id"] for r in rows] == ["item000000000", "photo0", "item000000002"]
     assert rows[0]["sharpness"] == rows[2]["sharpness"] != rows[1]["sharpness"]
 
 

@@ -114,3 +114,32 @@ def test_cuda_launcher_matches_reference(monkeypatch, shape):
     y = np.random.default_rng(sum(shape)).uniform(0, 255, shape).astype(np.float32)
     got = image_scores._sharpness_cuda(y)
     np.testing.assert_allclose(got, image_scores.sharpness(y), rtol=1e-5)
+
+
+def test_every_cuda_source_is_loaded_by_a_kernel_module(ptx_of):
+    # A .cu nobody loads would be compile-checked forever and never run; each one must be the
+    # source of a loader whose entry point is in its PTX.
+    from curastream.kernels import block_match
+
+    loaders = {
+        image_scores.LAPLACIAN_SOURCE: (image_scores.laplacian_source_path(), image_scores.LAPLACIAN_KERNEL),
+        block_match.BLOCK_MATCH_SOURCE: (block_match.block_match_source_path(), block_match.BLOCK_MATCH_KERNEL),
+    }
+    assert sorted(loaders) == [p.name for p in CU_FILES]
+    for name, (path, kernel) in loaders.items():
+        assert path.samefile(CUDA_DIR / name)
+        assert _entry_params(ptx_of(path), kernel)
+
+
+def test_block_match_launcher_matches_the_compiled_entry(ptx_of):
+    from curastream.kernels import block_match
+
+    params = _entry_params(ptx_of(block_match.block_match_source_path()), block_match.BLOCK_MATCH_KERNEL)
+    prev = np.zeros((2, 32, 40), np.float32)
+    pred = np.zeros((2, 4, 5, 2), np.int32)
+    cost = np.zeros((2, 4, 5, 9), np.float32)
+    grid, block, args = block_match.block_match_launch(prev, prev, pred, cost, 8, 1)
+    assert params == ["u64" if isinstance(a, np.ndarray) else "u32" for a in args]
+    text = block_match.block_match_source_path().read_text()
+    assert block == (int(re.search(r"#define\s+BLOCK_MATCH_THREADS\s+(\d+)", text).group(1)),)
+    assert grid[0] * block[0] >= cost.size  # one thread per (block, candidate), none missing

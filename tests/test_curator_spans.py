@@ -17,7 +17,7 @@ from curastream.videos.probe import probe
 from curastream.writers.clip_model import ClipRecord
 from curator_rule import curator_chunks, curator_meta, curator_spans
 
-# One video stream each; chosen for their codecs and for timings where float truncation bites:
+# Chosen for their codecs and for timings where float truncation bites:
 # 2.2016666 s printed as 2.201667, 10.2 s x 25 = 254.99999, 24.023333 s x 29.97 = 719.9999.
 VIDEOS = [
     "derived_cityCC0_hevc.mp4",  # HEVC, MP4
@@ -30,6 +30,7 @@ VIDEOS = [
     "mecavideo_balle1-vp9.avi",  # VP9 in AVI, 78125/417 fps
     "moviepy_fire2.mp4",  # 750000/71393 fps
     "pyscenedetect_testvideo.mp4",  # int(24.023333 * 29.97) = 719
+    "torchcodec_nasa_13013.mp4",  # two video streams: ids from the last (Curator's), 30000/1001 fps
 ]
 # (clip_len, stride, minimum): the tutorial's defaults, short back-to-back clips, overlapping
 # clips with a float stride whose running sum drifts.

@@ -330,14 +330,14 @@ def test_schema_checked_when_pipeline_is_built():
         requires = ("sharpness",)
 
     with pytest.raises(PipelineError, match="needs columns"):
-        Pipeline([], [NeedsScores()], sink=ListSink(), schema=IMAGE_SCHEMA, source_columns=("key",))
+        Pipeline([], [NeedsScores()], sink=ListSink(), schema=IMAGE_SCHEMA, source_columns=("image_id",))
 
     class MakesJunk(Stage):
         name = "junk"
         provides = ("not_a_column",)
 
     with pytest.raises(PipelineError, match="does not declare"):
-        Pipeline([], [MakesJunk()], sink=ListSink(), schema=IMAGE_SCHEMA, source_columns=("key",))
+        Pipeline([], [MakesJunk()], sink=ListSink(), schema=IMAGE_SCHEMA, source_columns=("image_id",))
 
 
 # -- storage, sinks, index -------------------------------------------------------------------------

@@ -282,3 +282,57 @@ def test_dali_batch_takes_the_callers_probes(monkeypatch):
 def test_keep_on_device_is_only_for_the_gpu_decoder():
     dali = _dali()
     assert dali.make_decode_pipeline(batch_size=1, num_threads=1, keep_on_device=True).keep_on_device is False
+
+
+def test_nvdec_sessions_are_bounded_and_released(monkeypatch):
+    """At most CURASTREAM_NVDEC_SESSIONS decoders exist at once; a video NVDEC refuses gives
+    its session back before its CPU decode."""
+    import threading
+    import time
+
+    path = media_path("videos", "imageio_realshort.mp4")
+    info = probe(str(path))
+    lock = threading.Lock()
+    active, peak = [0], [0]
+
+    def fake_nvdec(p, i, device_id=0):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            for k, item in enumerate(pyav_source(path, info)()):
+                if k % 8 == 0:
+                    time.sleep(0.01)  # let the other threads pile up on the semaphore
+                yield item
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setenv("CURASTREAM_NVDEC_SESSIONS", "2")
+    monkeypatch.setattr(gpu_decode, "_sessions", None)
+    monkeypatch.setattr(gpu_decode, "nvdec_frames", fake_nvdec)
+    monkeypatch.setattr(gpu_decode, "_uploaded", lambda chunks, device_id: chunks)  # no CuPy here
+    results: dict = {}
+
+    def run(k):
+        results[k] = concat_chunks(list(iter_analysis_frames_gpu(str(path), info, chunk_size=8)))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert peak[0] == 2 and active[0] == 0
+    assert len(results) == 5 and all(len(r) == len(results[0]) > 0 for r in results.values())
+    # All sessions were handed back: two more decoders can start at once.
+    assert gpu_decode._sessions.acquire(timeout=1) and gpu_decode._sessions.acquire(timeout=1)
+    gpu_decode._sessions.release()
+    gpu_decode._sessions.release()
+
+    def refuses(p, i, device_id=0):
+        raise NvdecUnsupported("test: no NVDEC for this codec")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(gpu_decode, "nvdec_frames", refuses)
+    assert len(concat_chunks(list(iter_analysis_frames_gpu(str(path), info, chunk_size=8)))) == len(results[0])
+    assert gpu_decode._sessions.acquire(timeout=1) and gpu_decode._sessions.acquire(timeout=1)

@@ -180,7 +180,7 @@ class ImageShardWriter:
             if self._shard is None:
                 self._shard = _OpenShard(self.storage, shard_stem(self.name_hash, self.index))
             sh = self._shard
-            key = row["key"]
+            key = row["image_id"]
             member = f"{key}.{image_extension(row['image_bytes'])}"
             sh.add(member, row["image_bytes"])
             meta = row.get("metadata_obj") or {}
@@ -227,7 +227,7 @@ class ImageShardWriter:
 
     # -- internals -------------------------------------------------------------------------
     def _sidecar(self, row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-        doc = {"image_id": row["key"], "original_path": row.get("original_path"),
+        doc = {"image_id": row["image_id"], "original_path": row.get("original_path"),
                "width": row.get("width"), "height": row.get("height")}
         for f in self.columns_schema:
             v = row.get(f.name)
@@ -238,12 +238,12 @@ class ImageShardWriter:
         return doc
 
     def _parquet_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        keep = ("key", "tar_file", "member_name", "original_path", "metadata_obj", *self.columns_schema.names)
+        keep = ("image_id", "tar_file", "member_name", "original_path", "metadata_obj", *self.columns_schema.names)
         return {k: row.get(k) for k in keep}
 
     def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
         cols: dict[str, list] = {
-            "image_id": [r["key"] for r in rows],
+            "image_id": [r["image_id"] for r in rows],
             "tar_file": [r["tar_file"] for r in rows],
             "member_name": [r["member_name"] for r in rows],
             "original_path": [r.get("original_path") for r in rows],

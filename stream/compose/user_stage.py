@@ -97,7 +97,7 @@ class UserStageAdapter(Stage):
         self.user = user
         self.name = stage_name(user)
         self.fields = fields
-        self.reads = ("key", *[c for c in declared_inputs(user) if c != "key"])
+        self.reads = ("image_id", *[c for c in declared_inputs(user) if c != "image_id"])
         self.requires = self.reads + ("status",)
         self.provides = (*[f.name for f in fields], "status", "reject_stage", "reject_reason")
         res = getattr(user, "resources", None) or Resources()
@@ -138,17 +138,17 @@ class UserStageAdapter(Stage):
             raise UserStageError(f"stage {self.name!r} did not return its output columns {missing}")
         # Which input row each output row is: by key when the stage returns keys (it may
         # reorder or drop), else by position (then it must keep every row).
-        if "key" in out.schema.names:
-            place = {k: j for j, k in enumerate(view.column("key").to_pylist())}
+        if "image_id" in out.schema.names:
+            place = {k: j for j, k in enumerate(view.column("image_id").to_pylist())}
             try:
-                rows = [ok_idx[place[k]] for k in out.column("key").to_pylist()]
+                rows = [ok_idx[place[k]] for k in out.column("image_id").to_pylist()]
             except KeyError as e:
                 raise UserStageError(f"stage {self.name!r} returned a key it was not given: {e.args[0]!r}") from None
         elif out.num_rows == view.num_rows:
             rows = list(ok_idx)
         else:
             raise UserStageError(f"stage {self.name!r} returned {out.num_rows} of {view.num_rows} rows without "
-                                 "a 'key' column: keep 'key' to filter rows")
+                                 "an 'image_id' column: keep 'image_id' to filter rows")
         cols: dict[str, list] = {}
         for f in self.fields:
             try:

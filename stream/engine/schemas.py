@@ -29,7 +29,7 @@ MODEL_SCORE_COLUMNS = ("nsfw_score",)
 
 IMAGE_SCHEMA = pa.schema(
     [
-        pa.field("key", pa.string(), nullable=False),  # output key: no dots, no slashes
+        pa.field("image_id", pa.string(), nullable=False),  # Curator's name; the tar key: no dots, no slashes
         pa.field("source", pa.string(), nullable=False),  # where the input came from
         pa.field("source_member", pa.string()),  # member/row inside a tar or Parquet source
         pa.field("source_bytes", pa.int64()),

@@ -131,12 +131,12 @@ def analyse_facts(batches: Iterable[Batch], filters: ImageFilters) -> tuple[dict
     analysed: dict[str, Analysis] = {}
     facts: list[DedupFacts] = []
     for b in batches:
-        cols = {name: b.values(name) for name in ("key", "status", "reject_stage", "reject_reason", "source_bytes")
+        cols = {name: b.values(name) for name in ("image_id", "status", "reject_stage", "reject_reason", "source_bytes")
                 + ANALYSED_COLUMNS}
         views = b.sidecar.get("analysis") or [None] * b.num_rows
         reencode = b.sidecar.get("reencode") or [None] * b.num_rows
         for i in range(b.num_rows):
-            key = cols["key"][i]
+            key = cols["image_id"][i]
             if cols["status"][i] != "ok":
                 analysed[key] = Analysis(None, reject=(cols["reject_stage"][i], cols["reject_reason"][i]))
                 continue
@@ -154,7 +154,7 @@ class AnalysedStage(Stage):
     stage needs (a header parse, no decode)."""
 
     name = "analysed"
-    requires = ("key", "data", "status")
+    requires = ("image_id", "data", "status")
     provides = ANALYSED_COLUMNS + ("reject_stage", "reject_reason")
 
     def __init__(self, analysed: dict[str, Analysis], max_pixels: int):
@@ -163,7 +163,7 @@ class AnalysedStage(Stage):
 
     def process(self, b: Batch) -> Batch:
         e = b.edit()
-        keys, data = b.values("key"), b.values("data")
+        keys, data = b.values("image_id"), b.values("data")
         probes: list = [None] * b.num_rows
         reencode: list = [None] * b.num_rows
         for i in e.ok_rows():

@@ -11,8 +11,9 @@ import dataclasses
 import io
 import json
 import logging
+import os
 import time
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -81,7 +82,7 @@ def batches_from_inputs(inputs: list[ImageInput], batch_size: int, storage_optio
         for li in loaded:
             inp = li.input
             row = {
-                "key": inp.key,
+                "image_id": inp.key,
                 # names from user data may not be valid UTF-8; Arrow and JSON need text
                 "source": printable(inp.source),
                 "source_member": printable(inp.member) if inp.member is not None else None,
@@ -132,7 +133,7 @@ class ImageRunSink(Sink):
                 self.stats.bytes_out += len(row["image_bytes"])
             else:
                 self.stats.count_reject(f"{row['reject_stage']}:{row['reject_reason'].split(':', 1)[0]}")
-                self.rejects.append(reject_row(row["key"], row["source"], row["source_member"], row["reject_stage"],
+                self.rejects.append(reject_row(row["image_id"], row["source"], row["source_member"], row["reject_stage"],
                                                row["reject_reason"], row.get("duplicate_of")))
                 self._rejects_dirty = True
         tar_file, member_name = [None] * b.num_rows, [None] * b.num_rows
@@ -145,9 +146,7 @@ class ImageRunSink(Sink):
             if self.writer.remove_image_data:
                 cols["image_bytes"] = [None] * b.num_rows
             out = b.with_columns(cols)
-            rows = out.to_arrow(drop=() if self.emitter.include_bytes else ("data",))
-            # Inside the pipeline the id is WebDataset's "key"; every output names it image_id.
-            self.emitter.emit(rows.rename_columns(["image_id" if n == "key" else n for n in rows.schema.names]))
+            self.emitter.emit(out.to_arrow(drop=() if self.emitter.include_bytes else ("data",)))
         if self.progress is not None:
             self.progress.update(b.num_rows)
 
@@ -238,12 +237,15 @@ def unclash_keys(inputs: list[ImageInput], state: ResumeState) -> list[ImageInpu
 
 
 # -- runs --------------------------------------------------------------------------------------
-def run_images(cfg: ImageRunConfig) -> RunStats:
-    """Curate images from ``cfg.sources`` into tar+Parquet shards in ``cfg.output``."""
+def run_images(cfg: ImageRunConfig, composed: Composed | None = None) -> RunStats:
+    """Curate images from ``cfg.sources`` into tar+Parquet shards in ``cfg.output``.
+    ``composed``: what a composed pipeline (curastream.compose) changes; None for the CLI's run."""
     cfg.validate()
     if not cfg.output:
         raise ValueError("run_images needs an output location (use stream_images to not write)")
     if cfg.runner == "ray":
+        if composed is not None:
+            raise ValueError("a composed pipeline with its own stages runs locally (runner='local')")
         from curastream.distributed.images import run_images_on_ray
 
         return run_images_on_ray(cfg)
@@ -256,11 +258,28 @@ def run_images(cfg: ImageRunConfig) -> RunStats:
     inputs = list_image_inputs(cfg.sources, storage_options=cfg.storage_options, files_from=cfg.files_from,
                                parquet_image_column=cfg.parquet_image_column, url_list=cfg.url_list,
                                url_options=options_from(cfg))
+    if composed is not None and composed.extensions:
+        inputs = [i for i in inputs if os.path.basename(i.source).lower().endswith(composed.extensions)]
     if not inputs:  # an empty folder or glob is a mistake to report, not an empty dataset to write
         named = [*cfg.sources, *([cfg.files_from] if cfg.files_from else []), *([cfg.url_list] if cfg.url_list else [])]
         raise FileNotFoundError("no images found in " + ", ".join(map(printable, named)))
     with Run("images", cfg, sources=_input_roots(cfg)) as run:
-        return _curate_into(run, cfg, inputs, device)
+        return _curate_into(run, cfg, inputs, device, composed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Composed:
+    """What a composed pipeline changes in an image run; the run itself (listing, resume,
+    two passes, writer, index) stays this module's.
+
+    ``arrange``: the writing pass's stages -> the composition's order (user stages placed);
+    ``fields``: columns the user stages add (batch schema and shard Parquet); ``identity``: added
+    to the writer identity (shard names); ``extensions``: FilePartitioningStage's filter."""
+
+    arrange: Callable[[list], list]
+    fields: tuple[pa.Field, ...] = ()
+    identity: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extensions: tuple[str, ...] = ()
 
 
 def _input_roots(cfg: ImageRunConfig) -> list[str]:
@@ -272,7 +291,8 @@ def _input_roots(cfg: ImageRunConfig) -> list[str]:
     return roots
 
 
-def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device) -> RunStats:
+def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device,
+                 composed: Composed | None = None) -> RunStats:
     storage = run.storage
     skip: set[str] = set()
     start_index = 0
@@ -285,9 +305,11 @@ def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device
         log.info("resume: %d of %d inputs already done, continuing at shard %d",
                  sum(source_identity(i.source, i.member) in skip for i in inputs), len(inputs), start_index)
     models = make_models(cfg.models)  # before anything is written: an unknown model fails here
-    schema = with_model_columns(IMAGE_SCHEMA, models)
-    name_hash = shard_name_hash((i.key for i in inputs), cfg.writer_identity())
-    writer = shard_writer(cfg, storage, name_hash if cfg.deterministic_name else None, start_index, models)
+    user_fields = list(composed.fields) if composed else []
+    schema = _with_fields(with_model_columns(IMAGE_SCHEMA, models), user_fields)
+    name_hash = shard_name_hash((i.key for i in inputs), {**cfg.writer_identity(), **(composed.identity if composed else {})})
+    writer = shard_writer(cfg, storage, name_hash if cfg.deterministic_name else None, start_index, models,
+                          extra_fields=user_fields)
     todo = [i for i in inputs if source_identity(i.source, i.member) not in skip]
     plan = analysed = None
     if cfg.filters.dedup and todo:
@@ -297,12 +319,17 @@ def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device
         analysed, plan = analyse(first, cfg.filters)
         log.info("dedup: %d of %d inputs are near-duplicates of a better copy", len(plan.duplicate_of), plan.planned)
     stages = write_stages(cfg, device, seen, plan, analysed, models, schema)
+    if composed is not None:
+        stages = composed.arrange(stages)
     progress = run.start_progress(len(todo), "img", sizes=[i.size for i in todo])
     sink = ImageRunSink(storage, writer, run.stats, prior_rejects, run.emitter, progress,
                         kept_columns=[f.name for f in _kept_url_fields(cfg)])
+    source = batches_from_inputs(todo, cfg.batch_size, cfg.storage_options, workers=cfg.workers,
+                                 url_options=options_from(cfg))
+    if user_fields:
+        source = _widened(source, schema)
     pipe = Pipeline(
-        batches_from_inputs(todo, cfg.batch_size, cfg.storage_options, workers=cfg.workers,
-                            url_options=options_from(cfg)),
+        source,
         stages, sink=sink, schema=schema,
         source_columns=READ_COLUMNS, stats=run.stats,
     )
@@ -320,14 +347,21 @@ def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device
 
 
 def shard_writer(cfg: ImageRunConfig, storage: Storage, name_hash: str | None, start_index: int,
-                 models) -> ImageShardWriter:
+                 models, extra_fields: list[pa.Field] = ()) -> ImageShardWriter:
     return ImageShardWriter(
         cfg.output, images_per_tar=cfg.images_per_tar, verbose=cfg.verbose,
         deterministic_name=cfg.deterministic_name, remove_image_data=cfg.remove_image_data,
         name_hash=name_hash, start_index=start_index,
         sidecar_json=cfg.sidecar_json, storage=storage,
-        columns_schema=_with_fields(with_model_columns(SHARD_COLUMNS, models), _kept_url_fields(cfg)),
+        columns_schema=_with_fields(with_model_columns(SHARD_COLUMNS, models), [*_kept_url_fields(cfg), *extra_fields]),
     )
+
+
+def _widened(batches: Iterator[Batch], schema: pa.Schema) -> Iterator[Batch]:
+    """The batches under a schema that declares the user stages' columns: a batch carries its
+    schema, and a stage may only set columns that schema declares."""
+    for b in batches:
+        yield Batch(schema, b.records, b.sidecar, b.seq)
 
 
 def _kept_url_fields(cfg: ImageRunConfig) -> list[pa.Field]:
@@ -375,13 +409,14 @@ def _coerce_inputs(items: Iterable[Any], batch_size: int) -> Iterator[Batch]:
             p = str(it)
             with open(p, "rb") as fh:
                 data = fh.read()
-            row = {"key": Path(p).stem, "source": p, "data": data}
+            row = {"image_id": Path(p).stem, "source": p, "data": data}
         elif isinstance(it, (bytes, bytearray, memoryview)):
-            row = {"key": f"item{n:09d}", "source": "<bytes>", "data": bytes(it)}
+            row = {"image_id": f"item{n:09d}", "source": "<bytes>", "data": bytes(it)}
         elif isinstance(it, tuple):
-            row = {"key": str(it[0]), "source": "<bytes>", "data": bytes(it[1])}
+            row = {"image_id": str(it[0]), "source": "<bytes>", "data": bytes(it[1])}
         elif isinstance(it, dict):
-            row = {"key": str(it["key"]), "source": str(it.get("source", "<bytes>")), "data": bytes(it["data"])}
+            ident = it["image_id"] if "image_id" in it else it["key"]  # "key": WebDataset's word for it
+            row = {"image_id": str(ident), "source": str(it.get("source", "<bytes>")), "data": bytes(it["data"])}
             if it.get("metadata"):
                 row["metadata"] = json.dumps(it["metadata"], sort_keys=True, default=str)
         else:
@@ -399,7 +434,7 @@ def stream_images(items: Iterable[Any], cfg: ImageRunConfig | None = None, encod
                   include_bytes: bool = False) -> Iterator[pa.RecordBatch]:
     """Score images as they arrive and yield Arrow record batches; nothing is written.
 
-    ``items``: file paths, bytes, ``(key, bytes)`` pairs or ``{"key", "data", "metadata"}`` dicts.
+    ``items``: file paths, bytes, ``(image_id, bytes)`` pairs or ``{"image_id" (or "key"), "data", "metadata"}`` dicts.
     Rejected rows are yielded too, with ``status="rejected"`` and the reason.
     """
     cfg = cfg or ImageRunConfig(sources=["<stream>"])

@@ -29,7 +29,7 @@ from curastream.models.registry import make_models
 from curastream.models.stage import ModelStage, with_model_columns
 
 # What the source makes: the input and its status (read failures are rejected there).
-SOURCE_COLUMNS = ("key", "source", "source_member", "source_bytes", "data", "metadata", "status",
+SOURCE_COLUMNS = ("image_id", "source", "source_member", "source_bytes", "data", "metadata", "status",
                   "reject_stage", "reject_reason")
 
 
@@ -216,7 +216,7 @@ class FilterStage(Stage):
     """
 
     name = "filter"
-    requires = ("key", "status", "phash") + FILTER_COLUMNS
+    requires = ("image_id", "status", "phash") + FILTER_COLUMNS
     provides = ("duplicate_of", "reject_stage", "reject_reason")
 
     def __init__(self, filters: ImageFilters, seen: NearDuplicateIndex | None = None, plan=None):
@@ -226,7 +226,7 @@ class FilterStage(Stage):
 
     def process(self, b: Batch) -> Batch:
         e = b.edit()
-        keys, hashes = b.values("key"), b.values("phash")
+        keys, hashes = b.values("image_id"), b.values("phash")
         for i in e.ok_rows():
             reason = filter_reason(b.row(i, FILTER_COLUMNS), self.filters)
             if reason is not None:

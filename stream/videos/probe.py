@@ -361,7 +361,10 @@ class _Probe:
         pic = self.picture(stream, codec)
         fps = self.frame_rate(stream, raw)
         start, duration, num_frames = self.header_timing(stream, fps)
-        meta_fps, meta_duration = curator_timing(self.container, stream)
+        # Curator's metadata reads the last video stream ffprobe lists: span ids come from its
+        # rate and duration even where we decode another (a file with a second rendition), so
+        # the ids stay Curator's (SPEC: same video, same span_uuids).
+        meta_fps, meta_duration = curator_timing(self.container, self.container.streams.video[-1])
         counted = not duration or num_frames <= 0
         if counted:
             stream, first, duration, num_frames, fps = self.counted_timing(stream, fps, raw)

@@ -454,8 +454,12 @@ class ClipStage(Stage):
                                  include_audio=cfg.audio, encoder=cfg.encoder, preset=cfg.preset, crf=cfg.crf)
             elif cfg.clip_mode == "exact":
                 # The cutter takes frames [int(s*fps), int(e*fps)): hand it frame centres so that
-                # float error cannot move a shot span's frames (int(116 / 25 * 25) is 115).
-                centres = [((sp.start_frame + 0.5) / info.fps, (sp.end_frame + 0.5) / info.fps) for sp in spans]
+                # float error cannot move a shot span's frames (int(116 / 25 * 25) is 115). Where
+                # the ids count another stream's frames (Curator's, at another rate), the seconds
+                # are what the two streams share.
+                same_rate = not info.meta_fps or abs(info.meta_fps - info.fps) < 1e-9
+                centres = [((sp.start_frame + 0.5) / info.fps, (sp.end_frame + 0.5) / info.fps) if same_rate
+                           else (sp.start_s, sp.end_s) for sp in spans]
                 media = cut_exact(path, centres, stream_index=info.stream_index, audio=cfg.audio,
                                   encoder=cfg.encoder, preset=cfg.preset, crf=cfg.crf)
             else:
