@@ -124,6 +124,20 @@ def _earlier_summary(storage: Storage) -> list[dict]:
     return []
 
 
+def _entry_from_records(storage: Storage, input_path: str, path: str) -> dict:
+    """A done video's summary entry from its processed_videos and chunk JSONs (SPEC §2)."""
+    entry: dict = {"video": printable(path), "status": "ok", "clips": 0, "clips_passed": 0, "from_records": True}
+    try:
+        doc = json.loads(storage.read_bytes(ClipLayout.processed_video_rel(input_path, path)))
+        entry["clips"] = int(doc.get("num_total_clips") or 0)
+        for k in range(int(doc.get("num_clip_chunks") or 0)):
+            chunk = json.loads(storage.read_bytes(ClipLayout.processed_chunk_rel(input_path, path, k)))
+            entry["clips_passed"] += int(chunk.get("num_clips_passed") or 0)
+    except (OSError, ValueError, TypeError):
+        pass  # counted as done with what could be read
+    return entry
+
+
 def _refuse_name_clashes(storage: Storage, input_path: str, inputs: list[VideoInput]) -> None:
     """A resume identifies videos by their full path: an input whose processed_videos record
     names another video (day2/a.mp4 where day1/a.mp4 was written) is neither done nor
@@ -202,8 +216,13 @@ def finish_videos(cfg: VideoRunConfig, storage: Storage, resuming: bool, device_
                        clips_per_s=round(sink.clips_total / stats.wall_s, 2) if stats.wall_s else 0.0)
     # The summary describes the whole output: videos done by the runs a resume continues keep
     # their entries (and count in the totals) beside this run's.
-    done_paths = {printable(i.path) for i in inputs} - {printable(i.path) for i in todo}
-    earlier = [v for v in _earlier_summary(storage) if v.get("video") in done_paths] if resuming else []
+    todo_paths = {i.path for i in todo}
+    done = [i for i in inputs if i.path not in todo_paths]
+    earlier: list[dict] = []
+    if resuming and done:
+        entries = {v.get("video"): v for v in _earlier_summary(storage)}
+        # a summary lost with a kill: the done video's own records still say what it holds
+        earlier = [entries.get(printable(i.path)) or _entry_from_records(storage, input_path, i.path) for i in done]
     videos = earlier + sink.per_video
     ok = [v for v in videos if v.get("status") == "ok"]
     doc = {"totals": {"videos": len(inputs), "videos_processed": len(ok),
