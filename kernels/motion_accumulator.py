@@ -12,7 +12,7 @@ import numpy as np
 from curastream.kernels._xp import get_xp
 from curastream.kernels.frame_motion import pair_samples, select_pairs
 from curastream.kernels.motion_score import MotionSample, MotionScore, aggregate_motion
-from curastream.kernels.motion_vectors import motion_samples_from_mvs
+from curastream.kernels.motion_vectors import curator_clip_motion, motion_samples_from_mvs
 
 
 class MotionAccumulator:
@@ -94,12 +94,18 @@ class MotionAccumulator:
 
     def score(self, start_frame: int | None = None, end_frame: int | None = None,
               method: str = "auto") -> MotionScore:
-        """method: "motion_vectors", "frames", or "auto" (vectors where the span has any, as
-        Curator would compute, else frames)."""
+        """method: "motion_vectors", "frames", or "auto" (vectors where they give a score, else
+        frames: also under Curator's 256 px, where vectors give -1). Vectors are scored as Curator samples a clip (``curator_clip_motion``), so they
+        must have been kept for every frame of the span that Curator reads (the decoder's
+        ``mv_sample_fps=None``)."""
         if method not in ("auto", "motion_vectors", "frames"):
             raise ValueError("method must be auto, motion_vectors or frames")
-        if method in ("auto", "motion_vectors"):
-            s = aggregate_motion(self.mv_samples, start_frame, end_frame, method="motion_vectors")
+        if method in ("auto", "motion_vectors") and self.mv_size is not None:
+            start = 0 if start_frame is None else start_frame
+            end = end_frame if end_frame is not None else (self.mv_samples[-1].frame_index + 1 if self.mv_samples else 0)
+            s = curator_clip_motion(self.mv_samples, start, end, self.fps, self.mv_size)
             if s.available or method == "motion_vectors":
                 return s
+        elif method == "motion_vectors":
+            return aggregate_motion([], method="motion_vectors")
         return aggregate_motion(self.frame_samples, start_frame, end_frame, method="frames")

@@ -1,14 +1,23 @@
 """Motion from codec motion vectors (Curator's method): the flow field painted from a frame's
-AVMotionVector side data, and the same patch statistics computed from the block rectangles
-without painting, as :class:`~curastream.kernels.motion_score.MotionSample` per frame.
+AVMotionVector side data, the same patch statistics computed from the block rectangles without
+painting (:class:`~curastream.kernels.motion_score.MotionSample` per frame), and Curator's choice
+of frames per clip (:func:`curator_clip_motion`).
+
+As Curator (NeMo Curator 1.4 MotionVectorDecodeStage + MotionFilterStage):
+* per clip, every ``round(fps / 2)``-th frame from the clip's start, frames without vectors
+  skipped, the first ``max(10, whole seconds)`` of them (the first half at 2 frames/s);
+* where a bi-predicted block has two vectors the future-reference one wins (FFmpeg exports a
+  block's past vector before its future one, and Curator's scatter keeps the last write);
+* a picture under 256 px on a side scores -1.
+Given the same bytes, the scores equal Curator's (tests/test_motion_parity.py). Curator scores
+its own re-encode of each clip, not the source: the remaining difference (source vectors, and
+the source's frame types at the sampled frames) is not reproduced, see docs/CLIP_FORMAT.md.
 
 Differences from Curator's motion-vector code, on purpose:
 * every block size is painted (Curator paints only 8x8, 16x16, 16x8 and 8x16 blocks and leaves
   H.264 sub-8x8 partitions at zero flow); ``curator_blocks=True`` reproduces its choice;
 * blocks that overlap the frame edge are clipped (Curator clamps their pixels onto the last
-  row/column);
-* where a bi-predicted block has two vectors the past-reference one wins (Curator: whichever
-  its scatter writes last).
+  row/column).
 Like Curator, a vector counts as the displacement over one frame even when it points to a
 reference several frames away (the side data carries only the direction of the reference):
 on streams with B-frames, P-frame vectors span the whole B-run. ``block_flow`` on decoded
@@ -17,10 +26,13 @@ frames always measures one frame interval.
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 from curastream.kernels._xp import to_host
 from curastream.kernels.motion_score import (
+    DEFAULT_PATCH_STAT,
     MotionSample,
     MotionScore,
     aggregate_motion,
@@ -28,10 +40,18 @@ from curastream.kernels.motion_score import (
     patch_grid,
     patch_sums,
     split_edges,
+    unscored,
 )
 
 # Curator's GPU flow field paints only these (w, h) block sizes.
 CURATOR_BLOCK_SIZES = ((8, 8), (16, 16), (16, 8), (8, 16))
+# Curator's MotionVectorDecodeStage: target_fps, target_duration_ratio, its floor of 10 frames,
+# and the side under which it gives up (VideoResolutionTooSmallError -> -1).
+CURATOR_TARGET_FPS = 2.0
+CURATOR_DURATION_RATIO = 0.5
+CURATOR_MIN_SAMPLES = 10
+MV_MIN_SIDE = 256
+TOO_SMALL = "resolution_too_small"
 # H.264 and MPEG-family blocks are multiples of 4 px on a 4 px lattice: painting at this cell
 # size is exact and 16x cheaper than per pixel.
 MV_CELL = 4
@@ -65,9 +85,10 @@ def flow_from_motion_vectors(mvs, width: int, height: int, xp=np, cell: int = 1,
     vx, vy = vx.astype(np.float32), vy.astype(np.float32)
     cx0, cy0 = x0 // cell, y0 // cell
     nxc, nyc = -(-x1 // cell) - cx0, -(-y1 // cell) - cy0
-    # Future references first, past ones second: the second write wins where a bi-predicted
-    # block has both, and within one pass no two blocks overlap (deterministic on GPU too).
-    for pass_mask in (src > 0, src <= 0):
+    # Past references first, future ones second: the second write wins where a bi-predicted
+    # block has both (Curator's outcome), and within one pass no two blocks overlap, so the
+    # result does not depend on scatter order (deterministic on GPU too).
+    for pass_mask in (src <= 0, src > 0):
         idx = np.flatnonzero(pass_mask)
         if idx.size == 0:
             continue
@@ -100,19 +121,19 @@ def _mv_patch_sums(mvs, width: int, height: int, ny: int, nx: int, curator_block
     """Patch sums of the painted magnitude field without painting it, or None if blocks overlap.
 
     Within one reference direction codec blocks tile the picture without overlap, and a
-    bi-predicted block carries its two vectors on the same rectangle, so "paint future, then
-    past" equals: drop each future-reference block whose rectangle also has a past vector, then
+    bi-predicted block carries its two vectors on the same rectangle, so "paint past, then
+    future" equals: drop each past-reference block whose rectangle also has a future vector, then
     add |v| x (block area inside each patch). Exact, and ~20x cheaper than painting 1080p.
     """
     x0, y0, x1, y1, vx, vy, src = _mv_rects(mvs, width, height, curator_blocks)
-    if x0.size:
+    future = src > 0
+    if x0.size and future.any():  # P-frames have past vectors only: nothing to drop
         key = ((x0 * 16384 + y0) * 16384 + x1) * 16384 + y1
-        past = src <= 0
-        drop = ~past & np.isin(key, key[past])
+        drop = ~future & np.isin(key, key[future])
         keepm = ~drop
         x0, y0, x1, y1, vx, vy = (a[keepm] for a in (x0, y0, x1, y1, vx, vy))
-        if ((x1 - x0) * (y1 - y0)).sum() > width * height:
-            return None  # overlapping blocks: only painting defines the answer
+    if ((x1 - x0) * (y1 - y0)).sum() > width * height:
+        return None  # overlapping blocks: only painting defines the answer
     ey, ex = split_edges(height, ny), split_edges(width, nx)
     mag = np.hypot(vx, vy) / float(width + height)
     oy = np.maximum(np.minimum(y1[:, None], ey[None, 1:]) - np.maximum(y0[:, None], ey[None, :-1]), 0)
@@ -131,12 +152,17 @@ def _mv_patch_centres(mvs, width: int, height: int, ny: int, nx: int, curator_bl
         return out.reshape(ny, 2, nx, 2).mean(axis=(1, 3))
     x0, y0, x1, y1, vx, vy, src = _mv_rects(mvs, width, height, curator_blocks)
     mag = np.hypot(vx, vy) / float(width + height)
-    iy = ((y0[:, None] <= py.ravel()[None]) & (py.ravel()[None] < y1[:, None])).astype(np.float64)
-    ix = ((x0[:, None] <= px.ravel()[None]) & (px.ravel()[None] < x1[:, None])).astype(np.float64)
+    iy = (y0[:, None] <= py.ravel()[None]) & (py.ravel()[None] < y1[:, None])
+    ix = (x0[:, None] <= px.ravel()[None]) & (px.ravel()[None] < x1[:, None])
+    # Only the few blocks over a centre point matter (every frame is scored when shot spans
+    # are sampled as Curator does, so this runs ~30 times a second of video).
+    near = iy.any(1) & ix.any(1)
+    iy, ix = iy[near].astype(np.float64), ix[near].astype(np.float64)
+    mag, src = mag[near], src[near]
     # Within one reference direction blocks do not overlap, so each point sums at most one
-    # block per direction; the past-reference block wins, as in the painting.
-    past = src <= 0
-    for sel in (~past, past):
+    # block per direction; the future-reference block wins, as in the painting.
+    future = src > 0
+    for sel in (~future, future):
         val = np.einsum("n,ny,nx->yx", mag[sel], iy[sel], ix[sel])
         hit = np.einsum("ny,nx->yx", iy[sel], ix[sel]) > 0
         out = np.where(hit, val, out)
@@ -172,3 +198,55 @@ def motion_score_from_mvs(mv_frames, width: int, height: int, curator_blocks: bo
     samples = [motion_sample_from_mvs(m, width, height, frame_index=i, curator_blocks=curator_blocks)
                for i, m in enumerate(mv_frames)]
     return aggregate_motion(samples, method="motion_vectors")
+
+
+# ---------------------------------------------------------------- Curator's sampling of a clip
+
+
+def curator_step(fps: float) -> int:
+    """Curator samples every ``round(fps / 2)``-th decoded frame of a clip (Python's round:
+    25 fps -> 12, 29.97 -> 15)."""
+    return max(1, round(float(fps) / CURATOR_TARGET_FPS)) if fps and fps > 0 else 1
+
+
+def curator_max_samples(duration_s: float) -> int:
+    """How many frames carrying vectors Curator reads from the start of a clip: vectors of
+    ``target_fps x target_duration_ratio x whole seconds`` frames (the first half of the clip),
+    at least 10; a clip under one second counts as 30 s (Curator's fallback for duration 0)."""
+    secs = int(duration_s + 1e-9)  # Curator: int(container.duration / AV_TIME_BASE)
+    if secs <= 0:
+        secs = 30
+    return max(CURATOR_MIN_SAMPLES, round(CURATOR_TARGET_FPS * secs * CURATOR_DURATION_RATIO))
+
+
+def curator_sample_frames(start_frame: int, end_frame: int, fps: float) -> range:
+    """Source frames of the clip [start_frame, end_frame) Curator would read the vectors of.
+
+    Curator decodes its own re-encode of the clip, which opens on a keyframe: a keyframe has no
+    vectors, so its first sample is always the clip's frame ``step``, never frame 0. The source
+    frame at the clip's start usually has vectors; it is left out for that reason."""
+    return range(start_frame + curator_step(fps), end_frame, curator_step(fps))
+
+
+def select_curator_samples(samples, start_frame: int, end_frame: int, fps: float) -> list[MotionSample]:
+    """The samples Curator's decode keeps for one clip: at its sample frames, only frames that
+    carry vectors (the samples present), the first ``curator_max_samples`` of them.
+
+    ``samples``: MotionSamples in increasing frame_index order (the decoder's)."""
+    wanted = curator_sample_frames(start_frame, end_frame, fps)
+    keys = [s.frame_index for s in samples]
+    lo, hi = bisect.bisect_left(keys, wanted.start), bisect.bisect_left(keys, end_frame)
+    picked = [s for s in samples[lo:hi] if (s.frame_index - start_frame) % wanted.step == 0]
+    return picked[:curator_max_samples((end_frame - start_frame) / fps if fps else 0.0)]
+
+
+def curator_clip_motion(samples, start_frame: int, end_frame: int, fps: float, size: tuple[int, int],
+                        patch_stat: str = DEFAULT_PATCH_STAT) -> MotionScore:
+    """Curator's motion score of the clip [start_frame, end_frame) from per-frame vector samples.
+
+    size: (W, H) of the decoded picture. Under ``MV_MIN_SIDE`` px on a side Curator gives -1
+    (its filter then drops the clip): the score says so in ``reason``."""
+    if min(size) < MV_MIN_SIDE:
+        return unscored("motion_vectors", TOO_SMALL)
+    picked = select_curator_samples(samples, start_frame, end_frame, fps)
+    return aggregate_motion(picked, method="motion_vectors", patch_stat=patch_stat)

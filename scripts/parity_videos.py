@@ -131,6 +131,8 @@ class DecisionDiff:
     ours: str | None
     curator_motion: Any = None
     ours_motion: Any = None
+    video: str = ""  # source file name
+    span: Any = None  # duration_span
 
 
 @dataclass
@@ -198,7 +200,8 @@ def compare_trees(curator_out: Path, ours_out: Path, tol: float = FLOAT_TOL) -> 
         if da == db:
             r.decisions_agree += 1
         else:
-            r.decision_diffs.append(DecisionDiff(uid, da, db, a.get("motion_score"), b.get("motion_score")))
+            r.decision_diffs.append(DecisionDiff(uid, da, db, a.get("motion_score"), b.get("motion_score"),
+                                                 Path(str(a.get("source_video", ""))).name, a.get("duration_span")))
     r.videos_only_curator = sorted(cur.videos.keys() - ours.videos.keys())
     r.videos_only_ours = sorted(ours.videos.keys() - cur.videos.keys())
     for key in sorted(cur.videos.keys() & ours.videos.keys()):
@@ -211,6 +214,23 @@ def _short(v: Any, n: int = 60) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
+def _span(v: Any) -> str:
+    try:
+        return f"{float(v[0]):g}-{float(v[1]):g} s"
+    except (TypeError, ValueError, IndexError):
+        return _short(v)
+
+
+def _motion(v: Any) -> str:
+    """global_mean / per_patch_min_256, short enough to read both scores on one line."""
+    if isinstance(v, dict) and {"global_mean", "per_patch_min_256"} <= v.keys():
+        try:
+            return f"(mean {float(v['global_mean']):.3g}, patch min {float(v['per_patch_min_256']):.3g})"
+        except (TypeError, ValueError):
+            pass
+    return _short(v)
+
+
 def format_report(r: ParityResult) -> str:
     lines = [f"clips: {len(r.common)} common, {len(r.only_curator)} only in Curator's output, "
              f"{len(r.only_ours)} only in ours"]
@@ -220,8 +240,9 @@ def format_report(r: ParityResult) -> str:
         lines.append(f"  only ours:    {uid}")
     lines.append(f"filter decisions: {r.decisions_agree} of {len(r.common)} agree")
     for d in r.decision_diffs:
-        lines.append(f"  {d.span_uuid}: Curator {d.curator} {_short(d.curator_motion)} | ours {d.ours} "
-                     f"{_short(d.ours_motion)}")
+        where = f" ({d.video} {_span(d.span)})" if d.video else ""
+        lines.append(f"  {d.span_uuid}{where}: Curator {d.curator} {_motion(d.curator_motion)} | ours {d.ours} "
+                     f"{_motion(d.ours_motion)}")
     for title, diffs in (("clip metas", r.field_diffs), ("processed_videos", r.video_diffs)):
         hard = [d for d in diffs if d.kind != "info"]
         info = [d for d in diffs if d.kind == "info"]

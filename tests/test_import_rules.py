@@ -2,7 +2,7 @@
 
 engine: knows nothing of media, writers or the faces. kernels: only kernels. writers: only
 engine contracts and other writers. models: engine (and kernels). images and videos: engine,
-kernels, writers, config, models and their own slice, never each other. The faces (cli, api, config, demo, samples) sit on top.
+kernels, writers, config, models and their own slice, never each other. The faces (cli, api, config, demo, samples, compose, curator) sit on top.
 """
 
 from __future__ import annotations
@@ -121,20 +121,23 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     assert "engine imports curastream.images (images)" in found[1]
 
 
-def test_compose_is_a_face_that_no_layer_below_imports():
-    """curastream.compose builds on engine, images, videos, writers and models (like api.py); the
-    layers under it never import it, so the pipelines stay usable without the composed form."""
+@pytest.mark.parametrize("face", ["curastream.compose", "curastream.curator"])
+def test_compose_and_curator_are_faces_that_no_layer_below_imports(face):
+    """curastream.compose builds on engine, images, videos, writers and models (like api.py), and
+    curastream.curator (the NeMo Curator adapters) on engine and writers; the layers under them
+    never import them, so the pipelines stay usable without the composed form or Curator."""
     below = {"engine", "kernels", "writers", "images", "videos", "config", "models"}
     found = []
     for module, path in _modules().items():
         if layer_of(module) in below:
-            found += [f"{module}: {t}" for _, t in imports_of(module, path) if t.startswith("curastream.compose")]
+            found += [f"{module}: {t}" for _, t in imports_of(module, path) if t.startswith(face)]
     assert found == []
-    assert any(m.startswith("curastream.compose") for m in _modules())
+    assert any(m.startswith(face) for m in _modules())
 
 
 @pytest.mark.parametrize("module,layer", [("curastream.engine.batch", "engine"), ("curastream.cli", "faces"),
                                           ("curastream.compose.pipeline", "faces"),
+                                          ("curastream.curator.images", "faces"),
                                           ("curastream.images.stages", "images"), ("curastream", "root"),
                                           ("curastream.models.registry", "models"),
                                           ("curastream.distributed.images", "distributed"),

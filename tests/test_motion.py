@@ -38,6 +38,7 @@ from curastream.kernels.motion_score import (
     split_edges,
 )
 from curastream.kernels.motion_vectors import (
+    TOO_SMALL,
     _mv_patch_sums,
     flow_from_motion_vectors,
     motion_sample_from_mvs,
@@ -184,16 +185,27 @@ def test_flow_paints_each_block_with_its_vector():
     np.testing.assert_array_equal(coarse, flow[::4, ::4])
 
 
-def test_past_reference_wins_on_bipredicted_blocks_and_curator_blocks_option():
-    mvs = mv_records([
-        dict(source=-1, w=16, h=16, dst_x=8, dst_y=8, motion_x=-8, motion_y=0, motion_scale=4),
-        dict(source=1, w=16, h=16, dst_x=8, dst_y=8, motion_x=6, motion_y=0, motion_scale=4),
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 0, 2), (2, 1, 0)])
+def test_future_reference_wins_on_bipredicted_blocks_and_curator_blocks_option(order):
+    # Curator keeps the vector its scatter writes last, and FFmpeg exports a block's past (-1)
+    # vector before its future (+1) one: the future vector wins, whatever the record order.
+    rows = [
+        dict(source=-1, w=16, h=16, dst_x=8, dst_y=8, motion_x=-8, motion_y=0, motion_scale=4),  # (2, 0)
+        dict(source=1, w=16, h=16, dst_x=8, dst_y=8, motion_x=6, motion_y=0, motion_scale=4),  # (-1.5, 0)
         dict(source=-1, w=4, h=4, dst_x=18, dst_y=2, motion_x=-40, motion_y=0, motion_scale=4),
-    ])
+    ]
+    mvs = mv_records([rows[k] for k in order])
     flow = flow_from_motion_vectors(mvs, 32, 16)
-    assert flow[0, 0, 0] == 2.0
+    assert flow[0, 0, 0] == -1.5 and flow[15, 15, 0] == -1.5
     assert flow[0, 16, 0] == 10.0
     assert flow_from_motion_vectors(mvs, 32, 16, curator_blocks=True)[0, 16, 0] == 0.0  # 4x4: not painted
+    # The patch sums (no painting) and Curator's centre points count the future vector too.
+    s = motion_sample_from_mvs(mvs, 32, 16)
+    assert s.patch_sum.sum() == pytest.approx((16 * 16 * 1.5 + 4 * 4 * 10.0) / 48)
+    assert s.patch_centre[0, 0] == pytest.approx(0.0)  # centre (127.5, 127.5) lies outside every block
+    big = motion_sample_from_mvs(mv_records([dict(r, dst_x=r["dst_x"] + 120, dst_y=r["dst_y"] + 120)
+                                             for r in (rows[k] for k in order)]), 256, 256)
+    assert big.patch_centre[0, 0] == pytest.approx(1.5 / 512)  # the bi-predicted block covers 127..128
 
 
 def test_patch_statistics_are_true_patch_means():
@@ -402,9 +414,14 @@ def test_accumulator_streams_chunks_like_the_whole(clips):
         mv = [m for m in a.mv_samples if s <= np.searchsorted(a.frame_indices, m[1]) < s + 3]
         streamed.add(a.frames[s:s + 3], a.frame_indices[s:s + 3], a.times[s:s + 3], mv)
     assert [x.frame_index for x in streamed.frame_samples] == [x.frame_index for x in whole.frame_samples]
+    assert [x.frame_index for x in streamed.mv_samples] == [x.frame_index for x in whole.mv_samples]
+    assert aggregate_motion(streamed.mv_samples) == aggregate_motion(whole.mv_samples)
     for method in ("motion_vectors", "frames"):
         assert streamed.score(method=method) == whole.score(method=method)
-    assert whole.score().method == "motion_vectors"
+    # 320x240: under Curator's 256 px the vectors give its -1, and "auto" takes the frames.
+    mv = whole.score(method="motion_vectors")
+    assert (mv.reason, mv.global_mean, mv.num_samples) == (TOO_SMALL, -1, 0)
+    assert whole.score() == whole.score(method="frames") and whole.score().available
     half = int(a.frame_indices[len(a) // 2])
     first, second = whole.score(0, half, "frames"), whole.score(half, None, "frames")
     assert first.num_samples + second.num_samples == whole.score(method="frames").num_samples

@@ -47,6 +47,9 @@ def test_wheel_holds_one_package_and_imports_outside_the_tree(tmp_path):
 
 # -- declared dependencies vs the imports in the code ------------------------------------------------
 PACKAGE_DIRS = ("stream", "kernels", "writers")
+# Faces onto another framework: their package __init__ imports the modules that need it only on
+# first use, behind a one-line error (tests/test_curator_adapters.py holds that).
+LAZY_FACES = {"stream/curator/": "nemo_curator"}
 # Distribution name -> the module it installs, where the two differ beyond "-" vs "_".
 IMPORT_NAMES = {
     "opencv-python-headless": "cv2",
@@ -137,7 +140,8 @@ def check_dependencies(root: Path) -> list[str]:
     problems += [f"base dependency {n} ({i}) is imported nowhere in {'/, '.join(PACKAGE_DIRS)}/"
                  for n, i in base if not any(_provided_by(m, {i}) for m, _, _ in used)]
     problems += [f"{f} imports {m} at module level, and no base dependency provides it"
-                 for m, f, top in used if top and not _provided_by(m, base_imports)]
+                 for m, f, top in used if top and not _provided_by(m, base_imports)
+                 and not any(f.startswith(d) and _provided_by(m, {i}) for d, i in LAZY_FACES.items())]
     problems += [f"{f} imports {m}, and neither the base dependencies nor an extra provide it"
                  for m, f, top in used if not _provided_by(m, all_imports)]
     return sorted(set(problems))

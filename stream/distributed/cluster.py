@@ -126,3 +126,11 @@ def gather(ray, refs: list, progress: Progress | None = None,
         if progress is not None:
             progress.close()
     return out  # type: ignore[return-value]
+
+
+def planned_device(requested: str) -> str:
+    """The device tasks run on, decided at the driver without looking at the driver's own
+    hardware (a CPU-only head is fine): "gpu" only when asked for, so each such task reserves its
+    GPU (num_gpus=1) and "auto" never lands on a GPU it did not reserve. Tasks resolve it on
+    their node, where a missing GPU is that task's one-line error."""
+    return "gpu" if requested == "gpu" else "cpu"

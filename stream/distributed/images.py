@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from curastream.config import ConfigError, ImageRunConfig
 from curastream.distributed.cluster import (MAX_RETRIES, TaskOutput, adopt_commits, connected, gather, node_name,
-                                            remove_orphan_temps, task_cpus)
+                                            planned_device, remove_orphan_temps, task_cpus)
 from curastream.distributed.stats import merge_into, merge_stats
 from curastream.engine.device import resolve_device
 from curastream.engine.names import printable
@@ -96,10 +96,11 @@ def _curate_on_ray(ray, run: Run, cfg: ImageRunConfig, inputs: list[ImageInput])
         # a partition continues after the shards it committed (only its transient rejects are left)
         shards_of.update(stem.split("-")[1] for stem in read_committed_shards(storage))
     parts = plan_partitions(inputs, cfg.images_per_tar, cfg.writer_identity())
-    device = resolve_device(cfg.device)
+    device_kind = planned_device(cfg.device)
     cpus = task_cpus(ray, cfg.workers)
-    task_cfg = dataclasses.replace(cfg, workers=cpus)  # the stage threads a task runs on its CPUs
-    opts = dict(num_cpus=cpus, num_gpus=1 if device.kind == "gpu" else 0, max_retries=MAX_RETRIES)
+    # the stage threads a task runs on its CPUs, on the device it reserved
+    task_cfg = dataclasses.replace(cfg, workers=cpus, device=device_kind)
+    opts = dict(num_cpus=cpus, num_gpus=1 if device_kind == "gpu" else 0, max_retries=MAX_RETRIES)
     todo = {p.index: [i for i in p.inputs if source_identity(i.source, i.member) not in skip] for p in parts}
     work = [p for p in parts if todo[p.index]]
     plan_ref = None
@@ -133,7 +134,7 @@ def _curate_on_ray(ray, run: Run, cfg: ImageRunConfig, inputs: list[ImageInput])
     if first is not None:
         merge_into(stats, first)
         stats.extra.update(dedup_passes=2, near_duplicates=len(ray.get(plan_ref).duplicate_of))
-    stats.extra.update(device=device.kind, shards=sum(len(r["shards"]) for r in results),
+    stats.extra.update(device=device_kind, shards=sum(len(r["shards"]) for r in results),
                        resumed_skipped=len(inputs) - n_todo, inputs_listed=len(inputs), partitions=len(parts),
                        task_cpus=cpus)
     run.stats = stats  # what finish() writes to --stats and the index

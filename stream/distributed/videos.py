@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 from curastream.config import ConfigError, VideoRunConfig
 from curastream.distributed.cluster import (MAX_RETRIES, TaskOutput, adopt_commits, connected, gather, node_name,
-                                            remove_orphan_temps, task_cpus)
+                                            planned_device, remove_orphan_temps, task_cpus)
 from curastream.distributed.stats import merge_stats
 from curastream.engine.device import resolve_device
 from curastream.engine.names import printable
@@ -40,23 +40,23 @@ def run_videos_on_ray(cfg: VideoRunConfig) -> RunStats:
     if not inputs:
         raise FileNotFoundError("no videos found in " + ", ".join(map(printable, cfg.sources)))
     input_path = resolve_input_path(cfg, inputs)
-    device = resolve_device(cfg.device)
+    device_kind = planned_device(cfg.device)
     with OutputSession(cfg.output, cfg.storage_options, cfg.on_existing, cfg.sources, kind="videos",
                        settings=cfg.to_dict()) as out, connected(cfg.ray_address) as ray:
-        return _videos_on_ray(ray, cfg, out, inputs, input_path, device)
+        return _videos_on_ray(ray, cfg, out, inputs, input_path, device_kind)
 
 
 def _videos_on_ray(ray, cfg: VideoRunConfig, out: OutputSession, inputs: list[VideoInput], input_path: str,
-                   device) -> RunStats:
+                   device_kind: str) -> RunStats:
     t0 = time.perf_counter()
     storage = out.storage
     todo, prior_rejects = resume_todo(cfg, storage, out.resuming, input_path, inputs)
     todo = sorted(todo, key=lambda i: i.path)
     cpus = task_cpus(ray, CPUS_PER_VIDEO)
-    task = ray.remote(_video_task).options(num_cpus=cpus, num_gpus=1 if device.kind == "gpu" else 0,
+    task = ray.remote(_video_task).options(num_cpus=cpus, num_gpus=1 if device_kind == "gpu" else 0,
                                            max_retries=MAX_RETRIES)
     run_id = out.lock.run_id
-    task_cfg = dataclasses.replace(cfg, progress=False)
+    task_cfg = dataclasses.replace(cfg, progress=False, device=device_kind)
     refs = [task.remote(task_cfg, inp, input_path, run_id, f"vid{n:06d}") for n, inp in enumerate(todo)]
     from curastream.engine.progress import Progress
 
@@ -74,7 +74,7 @@ def _videos_on_ray(ray, cfg: VideoRunConfig, out: OutputSession, inputs: list[Vi
     remove_orphan_temps(storage, out.ownership)
     stats = merge_stats("videos", results, time.perf_counter() - t0)
     stats.extra.update(task_cpus=cpus)
-    return finish_videos(cfg, storage, out.resuming, device.kind, stats, done,
+    return finish_videos(cfg, storage, out.resuming, device_kind, stats, done,
                          _merge_summaries([r["summary"] for r in results]), inputs, todo, input_path)
 
 

@@ -326,7 +326,9 @@ def cut_reencode(
     except UNREADABLE as e:
         return [e] * len(spans)
     with container:
-        vs.thread_type = "AUTO"
+        # Not frame threads: on streams that start without a clean reference (raw .h264) their
+        # error concealment depends on thread timing, and 1 run in 4 encoded other pixels.
+        vs.thread_type = "SLICE"
         cc = vs.codec_context
         frames = _timed_frames(container, vs, min(s for s, _ in spans))
         return encode_clips(

@@ -114,7 +114,8 @@ class AnalysisSettings:
         frame-based motion kernel has consecutive (t, t+1) pairs.
     motion_vectors: ask the decoder to export codec motion vectors (H.264 / MPEG family; ignored
         for other codecs, whose ``mv_samples`` stay empty) and keep those of the first frame
-        carrying vectors at or after each 1/mv_sample_fps grid point.
+        carrying vectors at or after each 1/mv_sample_fps grid point; mv_sample_fps None keeps
+        every frame's (the decoder's ``mv_frames`` then picks by frame index).
     time_limit_s: wall-clock budget for the whole decode; exceeding it raises VideoDecodeTimeout.
     threads: FFmpeg decoder threads (0: FFmpeg picks, one per core), frame + slice threading;
         slice threading only while motion vectors are exported (frame threading makes them
@@ -146,6 +147,9 @@ class AnalysisDecoder:
 
     on_frame: called as ``on_frame(time, av.VideoFrame)`` with every decoded picture, full size
         and in stored orientation, before any sampling: lets one decode also feed clip encoders.
+    mv_frames: with ``mv_sample_fps=None``, keep the vectors of frame index i only where
+        ``mv_frames(i)`` (Curator samples each clip on its own frame grid, which fixed spans
+        know before the decode); None keeps every frame carrying vectors.
 
     Every chunk is a fresh array (the consumer may keep it). Packets the decoder rejects are
     skipped and counted (``decode_errors``); a stream from which no frame decodes raises
@@ -153,10 +157,12 @@ class AnalysisDecoder:
     """
 
     def __init__(self, path, info: VideoInfo, settings: AnalysisSettings = AnalysisSettings(),
-                 on_frame: Callable[[float, Any], None] | None = None):
+                 on_frame: Callable[[float, Any], None] | None = None,
+                 mv_frames: Callable[[int], bool] | None = None):
         if settings.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.info, self.settings, self.on_frame = info, settings, on_frame
+        self.mv_frames = mv_frames
         self.src = path if path is not None else info.path
         self.name = str(getattr(self.src, "name", self.src))
         self.fps = info.fps if info.fps > 0 else 25.0
@@ -279,7 +285,7 @@ class AnalysisDecoder:
             img = self._rgb(self._preview_reformatter, frame, self.preview_scale_size)
             self._previews.append((t, idx, np.ascontiguousarray(upright_view(img, self.rot))))
 
-        if self.want_mvs and self._mv_sampler.rate is not None:
+        if self.want_mvs and (self.mv_frames is None or self._mv_sampler.rate is not None or self.mv_frames(idx)):
             sd = frame.side_data.get("MOTION_VECTORS")
             if sd is not None and self._mv_sampler.take(t):
                 self._mvs.append((t, idx, sd.to_ndarray()))
@@ -332,9 +338,10 @@ def iter_analysis_frames(
     preview_fps: float | None = None,
     preview_height: int = 240,
     scale_threads: int = 1,
+    mv_frames: Callable[[int], bool] | None = None,
 ) -> Iterator[AnalysisFrames]:
-    """Keyword form of ``AnalysisDecoder(path, info, AnalysisSettings(...), on_frame)``; see
-    :class:`AnalysisSettings` for the parameters. A generator: nothing runs until the first
+    """Keyword form of ``AnalysisDecoder(path, info, AnalysisSettings(...), on_frame, mv_frames)``;
+    see :class:`AnalysisSettings` for the parameters. A generator: nothing runs until the first
     chunk is asked for."""
     settings = AnalysisSettings(
         short_side=short_side, sample_fps=sample_fps, motion_vectors=motion_vectors,
@@ -342,7 +349,7 @@ def iter_analysis_frames(
         chunk_size=chunk_size, motion_pairs=motion_pairs, preview_fps=preview_fps,
         preview_height=preview_height, scale_threads=scale_threads,
     )
-    yield from AnalysisDecoder(path, info, settings, on_frame)
+    yield from AnalysisDecoder(path, info, settings, on_frame, mv_frames)
 
 
 def concat_chunks(chunks: list[AnalysisFrames]) -> AnalysisFrames:

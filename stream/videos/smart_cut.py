@@ -253,7 +253,7 @@ class _Source:
     def __init__(self, path: str, stream_index: int, audio: bool):
         self.path = path
         self.container, self.vs = open_video(path, stream_index)
-        self.vs.thread_type = "AUTO"
+        self.vs.thread_type = "SLICE"  # deterministic pixels: see clip_encode.cut_reencode
         self.codec = codec_name(self.vs)
         self.fps = stream_fps(self.vs)
         self.audio = source_audio(self.container) if audio else None
@@ -293,7 +293,7 @@ class _Source:
         """A second open source for decoding, so copying packets does not move the decoder."""
         if self._reader is None:
             self._reader, self.rvs = open_video(self.path, self.stream_index)
-            self.rvs.thread_type = "AUTO"
+            self.rvs.thread_type = "SLICE"
         return self._reader
 
     # -- reading

@@ -40,6 +40,7 @@ from curastream.kernels._xp import to_host
 from curastream.kernels.image_scores import score_batch
 from curastream.kernels.motion_accumulator import MotionAccumulator
 from curastream.kernels.motion_score import aggregate_motion, passes_motion_filter
+from curastream.kernels.motion_vectors import MV_MIN_SIDE, curator_clip_motion, curator_sample_frames
 from curastream.kernels.shots import (
     ShotDetector,
     Span,
@@ -246,6 +247,13 @@ class AnalyzeStage(Stage):
             warnings.append(f"{decode_errors} undecodable packet(s) skipped")
         if short is not None:
             warnings.append(f"truncated: decoded {short[0]} of {short[1]} frames the container declares")
+        if info.has_motion_vectors_codec and min(info.width, info.height) < MV_MIN_SIDE and motion:
+            if motion[0].method == "motion_vectors":
+                warnings.append(f"{info.width}x{info.height}: under {MV_MIN_SIDE} px, no motion score from vectors "
+                                "(Curator's -1): the motion filter drops every clip")
+            else:
+                warnings.append(f"{info.width}x{info.height}: under {MV_MIN_SIDE} px Curator gives no motion score "
+                                "(-1) and drops every clip; motion scored from decoded frames instead")
         e.set("warnings", i, "\n".join(warnings) or None)
         return waited
 
@@ -255,8 +263,12 @@ class AnalyzeStage(Stage):
         scenes = cfg.split in ("scenes", "transnetv2")  # both read every frame
         detector = ShotDetector(fps) if cfg.split == "scenes" else None
         shot_model = ShotFrames() if cfg.split == "transnetv2" else None
-        # NVDEC exports no motion vectors: GPU runs match blocks on the device frames.
-        use_mvs = info.has_motion_vectors_codec and cfg.motion_method in ("vectors", "auto") and not self.device.is_gpu
+        # NVDEC exports no motion vectors: GPU runs match blocks on the device frames. Under
+        # 256 px Curator's vectors give -1 (its filter drops every clip): "auto" scores such a
+        # video from frames, as a codec without vectors, and says so in the video's warnings.
+        use_mvs = (info.has_motion_vectors_codec and not self.device.is_gpu
+                   and (cfg.motion_method == "vectors"
+                        or (cfg.motion_method == "auto" and min(info.width, info.height) >= MV_MIN_SIDE)))
         on_frame = None
         spans: list[Span] = []
         if not scenes:
@@ -277,11 +289,21 @@ class AnalyzeStage(Stage):
         motion = MotionAccumulator(fps, mv_size=(info.width, info.height) if use_mvs else None,
                                    source_size=None if use_mvs else (info.display_width, info.display_height),
                                    sample_fps=MOTION_FPS)
-        gpu = {"device_id": self.device.device_id} if self.device.is_gpu else {}
-        chunks = (iter_analysis_frames_gpu if gpu else iter_analysis_frames)(
-            path, info, **gpu, short_side=cfg.analysis_short_side,
+        kw: dict[str, Any] = {"device_id": self.device.device_id} if self.device.is_gpu else {}
+        kw["mv_sample_fps"] = MOTION_FPS
+        if use_mvs:
+            # Curator reads each clip's vectors on the clip's own frame grid (ClipStage keeps the
+            # first half's): fixed spans name those frames now; shot spans are known only after
+            # the decode, and copy mode moves spans to keyframes, so there every frame's are kept.
+            kw["mv_sample_fps"] = None
+            if spans and cfg.clip_mode != "copy":
+                wanted = {k for sp in spans
+                          for k in curator_sample_frames(int(round(sp.start_s * fps)), int(round(sp.end_s * fps)), fps)}
+                kw["mv_frames"] = wanted.__contains__
+        chunks = (iter_analysis_frames_gpu if self.device.is_gpu else iter_analysis_frames)(
+            path, info, **kw, short_side=cfg.analysis_short_side,
             sample_fps=None if scenes else MOTION_FPS, motion_pairs=not scenes and not use_mvs,
-            motion_vectors=use_mvs, mv_sample_fps=MOTION_FPS, time_limit_s=cfg.video_time_limit,
+            motion_vectors=use_mvs, time_limit_s=cfg.video_time_limit,
             on_frame=on_frame, preview_fps=1.0 if cfg.previews else None, preview_height=240,
             chunk_size=ANALYSIS_CHUNK,
         )
@@ -500,7 +522,13 @@ class ClipStage(Stage):
                                    errors=errors, **fields)
         # The analysis side data is numbered by the decoder's frame clock, not by the id's frames.
         sf, ef = int(round(s * info.fps)), int(round(e * info.fps))
-        score = aggregate_motion(motion, sf, ef)
+        if motion and motion[0].method == "motion_vectors":
+            score = curator_clip_motion(motion, sf, ef, info.fps, (info.width, info.height))
+        else:
+            score = aggregate_motion(motion, sf, ef)
+        if score.reason:  # Curator's error for the same clip; its filter then drops the clip
+            clip.errors["motion_decode"] = (f"{score.reason}: {info.width}x{info.height} has a side under "
+                                            f"{MV_MIN_SIDE} px, too small for Curator's motion vectors")
         if score.available:
             clip.motion_score = {"global_mean": score.global_mean, "per_patch_min_256": score.per_patch_min_256}
         frames = [f for k, f in score_frames if sf <= k < ef]
