@@ -24,7 +24,8 @@ def run_demo(out: str, videos: bool = True, verbose: bool = False) -> Iterator[s
         from curastream.config import VideoRunConfig
         from curastream.videos.pipeline import run_videos
 
-        vids = make_sample_videos(os.path.join(samples, "videos"))
+        # 256 px high: under 256 px Curator's motion rule has no score (the run says so per video)
+        vids = make_sample_videos(os.path.join(samples, "videos"), size=(448, 256))
         yield f"made {len(vids)} sample videos in {os.path.join(samples, 'videos')}"
         vcfg = VideoRunConfig(sources=[os.path.join(samples, "videos")], output=os.path.join(out, "videos"),
                               input_path=os.path.join(samples, "videos"), split="scenes", previews=True,
