@@ -282,6 +282,7 @@ def test_index_json_config_replays_the_run(tmp_path):
     assert {**replayed, "output": None} == {**config, "output": None}
 
 
+@pytest.mark.slow
 def test_demo_curates_its_samples_into_readable_datasets(tmp_path):
     """`make demo` is one of the README's two commands: it must leave a dataset a new user can read."""
     import av

@@ -123,6 +123,7 @@ def test_dry_run_real_run_and_resume_give_curators_ids(tmp_path):
     assert victim.exists() and ids(real) == want
 
 
+@pytest.mark.slow
 def test_processed_json_follows_curators_metadata_and_chunking(tmp_path):
     src = str(media_path("videos", "pyscenedetect_testvideo.mp4"))
     meta = curator_meta(src)

@@ -118,6 +118,7 @@ def test_foreign_root_rejects_parquet_is_kept_and_not_read(photos, tmp_path):
     assert "not-ours" not in ids
 
 
+@pytest.mark.slow
 def test_clip_tree_keeps_run_files_apart(tmp_path):
     from curastream.samples import make_sample_videos
 

@@ -200,6 +200,7 @@ def test_frame_time_uses_the_stream_time_base():
     ("torchcodec_nasa_13013.mp4", 2),  # H.264 (vectors on a CPU run), a cut at 8.08 s, little motion
     ("nodeopencv_motion.mov", 1),  # H.264, people walking: flow well above the noise floor
 ])
+@pytest.mark.slow
 def test_analyze_stage_on_gpu_device_matches_cpu_frames_method(monkeypatch, name, min_spans):
     """AnalyzeStage with a GPU device: the GPU decoder is chosen, no motion vectors are asked
     for, and shots/motion/scores come out as the CPU run's frame method gives them."""

@@ -374,6 +374,7 @@ def test_transient_video_probe_failure_is_retried_then_resumed(tmp_path, monkeyp
     assert clip_names(out2) == clip_names(out)
 
 
+@pytest.mark.slow
 def test_unreachable_urls_in_files_from_are_transient_rejects_and_the_run_goes_on(tmp_path):
     """A closed loopback port and a host that does not resolve, listed beside real photos: the
     CLI writes the photos, exits 0, and records both URLs as transient rejects."""

@@ -16,6 +16,9 @@ import pytest
 from conftest import media_path
 from curastream.engine.device import Device
 
+# real model weights (torch, onnxruntime) on real media: make test, not test-fast
+pytestmark = pytest.mark.slow
+
 # retina (a fundus photo, skin-like tones) scores highest of the media, far above the rest
 PHOTOS = ["skimage_rocket.jpg", "opencv_fruits.jpg", "mate_Dune.jpg", "skimage_astronaut.png",
           "forensics_IMG_1054.JPG", "skimage_coffee.png", "skimage_retina.jpg"]

@@ -196,6 +196,7 @@ def test_decoder_keeps_the_vectors_of_the_frames_asked_for():
     assert some == sorted(wanted & set(carrying)) and 0 not in some  # frame 0 is a keyframe
 
 
+@pytest.mark.slow
 def test_run_scores_clips_as_curator_samples_them(tmp_path):
     # chaplin with 4 s clips: spans [0, 4), [4, 8), [8, 9.64); each clip's score comes from
     # its own frames 12, 24, ... (first 10 with vectors), clip-relative as Curator's decode.

@@ -102,6 +102,7 @@ def test_output_that_contains_or_sits_inside_an_input_is_refused(tmp_path):
     assert r.returncode == 2 and "contains the input" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_foreign_files_and_removes_ours(tmp_path):
     photos = _photo_dir(tmp_path)
     out = tmp_path / "out"
@@ -161,6 +162,7 @@ def test_user_files_named_like_ours_are_inputs(tmp_path):
     assert sum("member" in k for k in keys) == 2, keys
 
 
+@pytest.mark.slow
 def test_an_earlier_output_inside_an_input_folder_is_not_input(tmp_path):
     photos = _photo_dir(tmp_path)
     first = tmp_path / "first"
@@ -174,6 +176,7 @@ def test_an_earlier_output_inside_an_input_folder_is_not_input(tmp_path):
     assert len(kept) + len(rejected) == len(_photos())
 
 
+@pytest.mark.slow
 def test_resume_keeps_a_users_shard_named_tar(tmp_path):
     photos = _photo_dir(tmp_path)
     out = tmp_path / "out"
@@ -246,6 +249,7 @@ def test_lock_of_a_killed_run_is_taken_over_by_resume(tmp_path):
     assert len(kept) + len(rejected) == n and len(set(kept + rejected)) == n
 
 
+@pytest.mark.slow
 def test_lock_is_released_when_a_run_fails(tmp_path, monkeypatch):
     from curastream.config import ImageRunConfig
     from curastream.engine.output import OutputDeleteError
@@ -330,6 +334,7 @@ def s3_url(request):
             os.environ[k] = v
 
 
+@pytest.mark.slow
 def test_s3_lock_refuses_a_live_holder_and_takes_over_a_silent_one(s3_url, monkeypatch):
     from curastream.engine import lock as lockmod
     from curastream.engine.output import OutputLockedError, OutputSession
@@ -369,6 +374,7 @@ def test_s3_lock_refuses_a_live_holder_and_takes_over_a_silent_one(s3_url, monke
     s.close()
 
 
+@pytest.mark.slow
 def test_s3_overwrite_keeps_foreign_objects(s3_url, tmp_path):
     from curastream.config import ImageRunConfig
     from curastream.images.pipeline import run_images

@@ -34,6 +34,7 @@ def _two_days_of_videos(tmp_path: Path) -> tuple[Path, Path]:
     return day1, day2
 
 
+@pytest.mark.slow
 def test_video_resume_with_a_same_named_other_video_refuses_naming_both(tmp_path):
     day1, day2 = _two_days_of_videos(tmp_path)
     out = tmp_path / "out"

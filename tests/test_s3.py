@@ -40,6 +40,9 @@ from conftest import report  # noqa: E402
 from curastream import ImageFilters, ImageRunConfig, VideoRunConfig, run_images  # noqa: E402
 from curastream.videos.pipeline import run_videos  # noqa: E402
 
+# a moto S3 server per module and several runs through it: make test, not test-fast
+pytestmark = pytest.mark.slow
+
 BUCKET = "curastream-test"
 SEED = int(os.environ.get("CURASTREAM_S3_SEED", "6"))
 FIGURES = {"faults_injected": 0, "faults_failing_the_run": 0, "faults_absorbed": 0, "temps_left_by_faults": 0,

@@ -94,6 +94,7 @@ def test_small_images_are_not_enlarged():
     assert sc.thumbnail(y).shape == (1, 40, 64)
 
 
+@pytest.mark.slow
 def test_the_readme_threshold_drops_what_the_readme_says():
     readme = (ROOT / "README.md").read_text()
     assert f"--min-sharpness {README_MIN_SHARPNESS}" in readme

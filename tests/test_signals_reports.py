@@ -103,6 +103,7 @@ def test_stop_signal_exits_cleanly_and_resume_completes(tmp_path, sig, code):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_emit_ipc_to_closed_reader_is_quiet_and_output_complete(tmp_path):
     n = 300
     src = _images(tmp_path / "imgs", n)
@@ -146,6 +147,7 @@ def test_fifo_and_dangling_symlink_named_are_refused_with_reason(tmp_path):
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_video_fifo_and_dangling_symlink_rejected_with_reason(tmp_path):
     from curastream.samples import make_sample_videos
 

@@ -28,7 +28,8 @@ from curastream.images.pipeline import run_images
 from curastream.images import url_inputs
 from curastream.images.url_inputs import UrlOptions, list_url_inputs
 
-pytestmark = pytest.mark.timeout(180)
+# a loopback HTTP server and many downloads: make test, not test-fast
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 CAP = 2_000_000  # bytes: the 3.2 MB phone photo is over it, everything else under
 BIG = "forensics_IMG_20200827_231612.jpg"
