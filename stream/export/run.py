@@ -80,7 +80,8 @@ class _Plan:
             self.storage.adopt(self.parquet(i), rows=t.num_rows)
             i += 1
         # the tar of an interrupted shard, committed before its Parquet: made again
-        if self.webdataset and self.storage.exists(self.tar(i)):
+        # (only one this tool wrote: names are not ownership)
+        if self.webdataset and self.storage.exists(self.tar(i)) and self.storage.owns(self.tar(i)):
             self.storage.delete(self.tar(i))
         return i, keys
 
