@@ -399,3 +399,31 @@ def test_parquet_image_input_caption_column(tmp_path):
     assert dict(zip(table.column("image_id").to_pylist(), table.column("caption").to_pylist())) == \
         {"a": "first photo", "b": None}
     assert members["a.txt"] == b"first photo" and "b.txt" not in members
+
+
+def test_url_parquet_to_resized_shards_with_captions(tmp_path, server):
+    """The issue's end to end: a URL Parquet from loopback becomes training-size shards with
+    captions, and the bad URLs are rejects with their reasons."""
+    rows = _rows(server.base)
+    lst = tmp_path / "urls.parquet"
+    _write_list(rows, lst, "parquet")
+    out = tmp_path / "out"
+    run_images(_cfg(lst, out, resize=128, resize_mode="center_crop"))
+    want_ok = {f"{i:09d}": r for i, r in enumerate(rows) if r["ok"] is None}
+    got = {}
+    for t in sorted(out.glob("images-*.tar")):
+        with tarfile.open(t) as tf:
+            for m in tf.getmembers():
+                got[m.name] = tf.extractfile(m).read()
+    for key, r in want_ok.items():
+        with Image.open(io.BytesIO(got[f"{key}.jpg"])) as im:
+            assert im.size == (128, 128), (key, im.size)
+        if r["caption"] is not None:
+            assert got[f"{key}.txt"].decode() == r["caption"]
+    table = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("images-*.parquet"))])
+    assert set(table.column("width").to_pylist()) == {128} and set(table.column("height").to_pylist()) == {128}
+    assert all(w > 128 for w in table.column("original_width").to_pylist())
+    rej = {r["image_id"]: r["reason"] for r in pq.read_table(out / "_curastream" / "rejects.parquet").to_pylist()}
+    for i, r in enumerate(rows):
+        if r["ok"] is not None:
+            assert rej[f"{i:09d}"].startswith(r["ok"]), (i, rej.get(f"{i:09d}"), r["ok"])
