@@ -37,13 +37,14 @@ MARK_DIR = "_curastream"
 LOCK_REL = f"{MARK_DIR}/lock.json"
 JOURNAL_DIR = f"{MARK_DIR}/journal"
 
+HEARTBEAT_S = 15.0
+STALE_AFTER_S = 120.0
+_VERIFY_PAUSE_S = 0.3
+
 
 def is_control_file(rel: str) -> bool:
     """The lock, its half-written rewrites and the journal: the run's machinery, never data."""
     return rel == LOCK_REL or rel.startswith(JOURNAL_DIR + "/") or rel.startswith(f"{MARK_DIR}/lock.json.new-")
-HEARTBEAT_S = 15.0
-STALE_AFTER_S = 120.0
-_VERIFY_PAUSE_S = 0.3
 
 
 _active: set[str] = set()  # run ids of the locks this process holds now

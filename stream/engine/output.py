@@ -9,8 +9,9 @@ Safety rules (every run, both media):
   owned files and our own temporaries. Other files are kept and named in one log line. A file
   we own that cannot be deleted stops the run with an error, never stale shards beside new ones.
   An output whose foreign files carry names a run writes as its record (``index.json``,
-  ``_curastream/rejects.parquet``, ``_curastream/summary.json``) is refused: committing would replace them. Resuming an
-  output that has no record at all (an earlier version's interrupted run, a deleted index) is
+  ``_curastream/rejects.parquet``, ``summary.json``, ``run.json``) is refused: committing would
+  replace them. A resume with other output-shaping settings is refused too
+  (:mod:`curastream.engine.run_settings`). Resuming an output that has no record at all (an earlier version's interrupted run, a deleted index) is
   the user saying it is ours: its layout files are adopted and its temporaries removed, still
   nothing else deleted.
 """
