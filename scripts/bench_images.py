@@ -31,7 +31,11 @@ the project's venv:
 
     python3 -m venv .venv-bench
     .venv-bench/bin/pip install 'torch==2.13.0' 'nemo-curator[image_cpu,video_cpu,cv2]==1.4.0' \
-        nvidia-dali-cuda120
+        nvidia-dali-cuda120 av 'pillow==13.0.0'
+    # (av: Curator's video stages import it but its extras do not install it; pillow: the same
+    #  version as .venv, so scripts/curator_adapter_check.py can compare JPEG bytes.
+    #  scripts/parity_videos.py and the adapter check also want curastream there:
+    #  .venv-bench/bin/pip install --no-deps -e .)
     apt-get install ffmpeg    # videos only: Curator shells out to ffprobe and ffmpeg
     # (pyproject's `bench` extra names nemo-curator; install it into .venv-bench, not .venv.
     #  torch 2.13.0 is the local CPU wheel; PyPI's torchvision then fails at `import torchvision`,
