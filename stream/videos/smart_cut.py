@@ -211,6 +211,7 @@ class _EdgeEncoder:
         for prop in ("color_range", "colorspace", "color_primaries", "color_trc"):
             setattr(cc, prop, getattr(src, prop))
         cc.max_b_frames = 0
+        cc.thread_type = "FRAME"  # same bytes every run: see clip_encode.ClipEncoder._open
         cc.thread_count = 0
         cc.options = _edge_options(name, preset, crf)
         self.cc, self.codec = cc, codec
