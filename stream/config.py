@@ -116,6 +116,9 @@ class ImageRunConfig:
                       help="local: this process; ray: partitions of the input as Ray tasks (pip install 'curastream[ray]').")
     ray_address: str | None = opt(None, group="performance", metavar="HOST:PORT",
                                   help="Ray cluster to join with --runner ray (default: start a local Ray runtime).")
+    gpus_per_task: float = opt(1.0, group="performance", min=0, above=True, metavar="N",
+                               help="With --runner ray --device gpu: the GPUs each task reserves; a fraction "
+                                    "(0.25) lets that many tasks share one GPU, above 1 it must be whole.")
     max_pixels: int | None = opt(None, group="input", min=1,
                                  help="Decompression-bomb limit, in pixels per image (default: Pillow's).")
     filters: ImageFilters = opt(factory=ImageFilters, help="Thresholds; flat flags, one per field.")
@@ -170,6 +173,7 @@ class ImageRunConfig:
             raise ConfigError(None, "no input: give at least one source path, --files-from or --url-list")
         _check_output_paths(self)
         _check_models(self)
+        _check_gpu_share(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat settings, exactly the keys ``--config`` reads (no credentials, no plug-ins)."""
@@ -263,6 +267,9 @@ class VideoRunConfig:
                       help="local: this process; ray: partitions of the input as Ray tasks (pip install 'curastream[ray]').")
     ray_address: str | None = opt(None, group="performance", metavar="HOST:PORT",
                                   help="Ray cluster to join with --runner ray (default: start a local Ray runtime).")
+    gpus_per_task: float = opt(1.0, group="performance", min=0, above=True, metavar="N",
+                               help="With --runner ray --device gpu: the GPUs each task reserves; a fraction "
+                                    "(0.25) lets that many tasks share one GPU, above 1 it must be whole.")
     video_time_limit: float | None = opt(
         600.0, group="performance", min=0, above=True, off=0, formerly=("video_time_limit_s",),
         help="Seconds one video may take before it is rejected (a hostile file cannot hang the run).")
@@ -306,6 +313,7 @@ class VideoRunConfig:
             raise ConfigError(None, "no input: give at least one video source")
         _check_output_paths(self)
         _check_models(self)
+        _check_gpu_share(self)
         if self.generate_embeddings and self.embedder is None and not self.embedder_factory:
             raise ConfigError(
                 "generate_embeddings",
@@ -315,6 +323,13 @@ class VideoRunConfig:
         """Flat settings, exactly the keys ``--config`` reads (no credentials, no plug-ins)."""
         return to_flat(self)
 
+
+
+def _check_gpu_share(cfg) -> None:
+    # Ray schedules fractions of one GPU or whole GPUs, never 1.5
+    if cfg.gpus_per_task > 1 and not float(cfg.gpus_per_task).is_integer():
+        raise ConfigError("gpus_per_task", "must be a fraction of one GPU (0 < N <= 1) or a whole number",
+                          cfg.gpus_per_task)
 
 
 def _is_local(path: str) -> bool:

@@ -288,6 +288,7 @@ def test_videos_on_two_nodes_match_local(cluster, tmp_path):
     assert sums[1]["writer"]["clips"] == sums[0]["writer"]["clips"]
     _check_index_and_clean(ro)
     assert rstats.extra["tasks"] == len(VIDEOS) + 1
+    assert len(rstats.extra["nodes"]) == 2, "videos spread over both nodes"
 
 
 def test_driver_killed_mid_run_resumes(cluster, image_inputs, local_images, tmp_path):
@@ -318,3 +319,21 @@ def test_driver_killed_mid_run_resumes(cluster, image_inputs, local_images, tmp_
     assert all(got[k] == want[k] for k in want)
     assert _rejects(out) == _rejects(local_images)
     _check_index_and_clean(out)
+
+
+def test_gpu_share_per_task_reaches_ray_and_is_checked():
+    """--gpus-per-task: a fraction lets tasks share a GPU (Ray schedules 0.25 GPU), whole
+    numbers reserve several; 1.5 is refused as Ray would, by flag name; CPU tasks ask none."""
+    from curastream.distributed.cluster import task_options
+
+    assert task_options(2, "gpu", 0.25)["num_gpus"] == 0.25
+    assert task_options(2, "gpu", 2.0)["num_gpus"] == 2
+    assert task_options(2, "cpu", 0.25)["num_gpus"] == 0
+    assert task_options(2, "cpu")["scheduling_strategy"] == "SPREAD"
+    for cfg in (ImageRunConfig(sources=["x"], output="o", gpus_per_task=1.5),
+                VideoRunConfig(sources=["x"], output="o", gpus_per_task=0)):
+        with pytest.raises(ValueError, match="gpus-per-task"):
+            cfg.validate()
+    r = subprocess.run([str(Path(sys.executable).parent / "curastream"), "videos", "x", "-o", "o",
+                        "--gpus-per-task", "1.5"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--gpus-per-task" in r.stderr and "Traceback" not in r.stderr

@@ -61,6 +61,16 @@ def connected(address: str | None) -> Iterator[Any]:
         ray.shutdown()
 
 
+def task_options(cpus: int, device_kind: str, gpus_per_task: float = 1.0) -> dict[str, Any]:
+    """The resources and placement of one task. SPREAD: Ray's default packs tasks onto the node
+    that submits them until it is half busy, so a few short videos all ran on the head node
+    while the workers idled; the work here is coarse (a partition, a whole video), so spreading
+    costs nothing and uses every node from the first task."""
+    share = float(gpus_per_task)
+    return dict(num_cpus=cpus, num_gpus=(int(share) if share >= 1 else share) if device_kind == "gpu" else 0,
+                max_retries=MAX_RETRIES, scheduling_strategy="SPREAD")
+
+
 def task_cpus(ray, wanted: int) -> int:
     """CPUs one task declares (and then runs that many stage threads on): ``wanted``, but never
     more than the largest node has, or the task would never be scheduled."""

@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from curastream.config import ConfigError, ImageRunConfig
-from curastream.distributed.cluster import (MAX_RETRIES, TaskOutput, adopt_commits, connected, gather, node_name,
-                                            planned_device, remove_orphan_temps, task_cpus)
+from curastream.distributed.cluster import (TaskOutput, adopt_commits, connected, gather, node_name, planned_device,
+                                            remove_orphan_temps, task_cpus, task_options)
 from curastream.distributed.stats import merge_into, merge_stats
 from curastream.engine.device import resolve_device
 from curastream.engine.names import printable
@@ -100,7 +100,7 @@ def _curate_on_ray(ray, run: Run, cfg: ImageRunConfig, inputs: list[ImageInput])
     cpus = task_cpus(ray, cfg.workers)
     # the stage threads a task runs on its CPUs, on the device it reserved
     task_cfg = dataclasses.replace(cfg, workers=cpus, device=device_kind)
-    opts = dict(num_cpus=cpus, num_gpus=1 if device_kind == "gpu" else 0, max_retries=MAX_RETRIES)
+    opts = task_options(cpus, device_kind, cfg.gpus_per_task)
     todo = {p.index: [i for i in p.inputs if source_identity(i.source, i.member) not in skip] for p in parts}
     work = [p for p in parts if todo[p.index]]
     plan_ref = None

@@ -14,8 +14,8 @@ import time
 from types import SimpleNamespace
 
 from curastream.config import ConfigError, VideoRunConfig
-from curastream.distributed.cluster import (MAX_RETRIES, TaskOutput, adopt_commits, connected, gather, node_name,
-                                            planned_device, remove_orphan_temps, task_cpus)
+from curastream.distributed.cluster import (TaskOutput, adopt_commits, connected, gather, node_name, planned_device,
+                                            remove_orphan_temps, task_cpus, task_options)
 from curastream.distributed.stats import merge_stats
 from curastream.engine.device import resolve_device
 from curastream.engine.names import printable
@@ -53,8 +53,7 @@ def _videos_on_ray(ray, cfg: VideoRunConfig, out: OutputSession, inputs: list[Vi
     todo, prior_rejects = resume_todo(cfg, storage, out.resuming, input_path, inputs)
     todo = sorted(todo, key=lambda i: i.path)
     cpus = task_cpus(ray, CPUS_PER_VIDEO)
-    task = ray.remote(_video_task).options(num_cpus=cpus, num_gpus=1 if device_kind == "gpu" else 0,
-                                           max_retries=MAX_RETRIES)
+    task = ray.remote(_video_task).options(**task_options(cpus, device_kind, cfg.gpus_per_task))
     run_id = out.lock.run_id
     task_cfg = dataclasses.replace(cfg, progress=False, device=device_kind)
     refs = [task.remote(task_cfg, inp, input_path, run_id, f"vid{n:06d}") for n, inp in enumerate(todo)]
