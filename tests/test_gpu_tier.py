@@ -122,6 +122,43 @@ def test_dali_mixed_decode_stays_on_device_and_matches_cpu(cp):
     assert all(isinstance(v, cp.ndarray) for v in s.values())
 
 
+def test_image_run_on_gpu_scores_views_left_on_the_device(cp, tmp_path, monkeypatch):
+    """--device gpu on images: nvJPEG's views reach the score stage as device arrays (no host
+    round trip), and the run's scores and kept rows match a CPU run (DALI vs libjpeg-turbo
+    views: the tolerance of test_dali_mixed_decode_stays_on_device_and_matches_cpu)."""
+    pytest.importorskip("nvidia.dali")
+    import pyarrow.parquet as pq
+
+    from curastream.config import ImageFilters, ImageRunConfig
+    from curastream.images import stages
+    from curastream.images.pipeline import run_images
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in IMAGES:
+        (src / n).symlink_to(media_path("images", n))
+    seen = []
+    score = stages.ScoreStage._score
+
+    def spy(self, analysis, rows, cols):
+        seen.extend(type(analysis[i]).__module__.split(".")[0] for i in rows)
+        return score(self, analysis, rows, cols)
+
+    monkeypatch.setattr(stages.ScoreStage, "_score", spy)
+    tables = {}
+    for device in ("gpu", "cpu"):
+        out = tmp_path / device
+        run_images(ImageRunConfig(sources=[str(src)], output=str(out), device=device, progress=False,
+                                  filters=ImageFilters(dedup=False, min_resolution=None)))
+        tables[device] = pq.read_table(sorted(out.glob("*.parquet"))).sort_by("image_id").to_pylist()
+        if device == "gpu":
+            assert seen and set(seen) == {"cupy"}, seen
+    g, c = tables["gpu"], tables["cpu"]
+    assert [r["image_id"] for r in g] == [r["image_id"] for r in c]
+    for rg, rc in zip(g, c):
+        assert rg["mean_luma"] == pytest.approx(rc["mean_luma"], abs=4.0), rg["image_id"]
+
+
 # -- video kernels -----------------------------------------------------------------------------
 
 

@@ -68,7 +68,9 @@ class DecodeStage(Stage):
             require_dali()
 
             self._dali_args = dict(device="mixed" if self.device.is_gpu else "cpu",
-                                   device_id=self.device.device_id, size=ANALYSIS_SIZE, max_pixels=self.max_pixels)
+                                   device_id=self.device.device_id, size=ANALYSIS_SIZE, max_pixels=self.max_pixels,
+                                   # nvJPEG's output stays on the GPU for the score stage: no host round trip
+                                   keep_on_device=self.device.is_gpu)
             self._make_dali = make_decode_pipeline
 
     def process(self, b: Batch) -> Batch:
@@ -133,8 +135,12 @@ class ScoreStage(Stage):
     requires = ("width", "status")
     provides = IMAGE_SCORE_COLUMNS + ("phash", "reject_stage", "reject_reason")
 
-    def __init__(self, device: Device | None = None):
+    def __init__(self, device: Device | None = None, host_views: bool = True):
         self.device = device or Device("cpu", None)
+        # Whether a later stage reads the analysis views (dedup's analysis pass, the model
+        # stage): views the GPU decoder left on the device are then brought to the host once,
+        # after scoring; otherwise they never leave the device.
+        self.host_views = host_views
 
     def process(self, b: Batch) -> Batch:
         analysis = b.sidecar["analysis"]
@@ -142,9 +148,10 @@ class ScoreStage(Stage):
         if not ok:
             return b
         cols: dict[str, list] = {name: [None] * b.num_rows for name in IMAGE_SCORE_COLUMNS + ("phash",)}
+        host = {"analysis": self._on_host(analysis)} if self.host_views else None
         try:
             self._score(analysis, ok, cols)
-            return b.with_columns(cols)
+            return b.with_columns(cols, sidecar=host)
         except Exception:  # noqa: BLE001 - find the row at fault: one at a time
             pass
         e = b.edit()
@@ -157,11 +164,19 @@ class ScoreStage(Stage):
                 e.reject(i, "score", failure_reason(err))
         for name, col in cols.items():
             e.column(name)[:] = col
-        return e.done()
+        return e.done(sidecar=host)
+
+    def _on_host(self, views: list) -> list:
+        xp = self.device.xp
+        if xp is np or not any(isinstance(v, xp.ndarray) for v in views):
+            return views
+        return [xp.asnumpy(v) if isinstance(v, xp.ndarray) else v for v in views]
 
     def _score(self, analysis: list, rows: list[int], cols: dict[str, list]) -> None:
         xp = self.device.xp
-        stack = xp.asarray(np.stack([analysis[i] for i in rows]))
+        # views are host arrays, or device arrays from the GPU decoder (CPU-decoded items too:
+        # images.dali places them beside the rest), so the stack is built where xp computes
+        stack = xp.stack([xp.asarray(analysis[i]) for i in rows])
         y = luma(stack)
         scores = score_batch(stack, y)
         hashes = phash(y)
@@ -328,10 +343,9 @@ def image_stages(cfg, device: Device, seen: NearDuplicateIndex | None, encode: b
     stages: list[Stage] = [
         DecodeStage(cfg.decoder, workers=cfg.workers, max_pixels=cfg.max_pixels, device=device,
                     check_passthrough=encode),
-        ScoreStage(device),
-        FilterStage(cfg.filters, seen, plan),
     ]
     models = make_models(cfg.models) if models is None else models
+    stages += [ScoreStage(device, host_views=bool(models) or cfg.filters.dedup), FilterStage(cfg.filters, seen, plan)]
     if models:
         stages.append(ModelStage(models, device, analysis_views(cfg.decoder),
                                  schema if schema is not None else with_model_columns(IMAGE_SCHEMA, models),
