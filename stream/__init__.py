@@ -25,6 +25,7 @@ _LAZY.update({name: "compose" for name in (
     "VideoReader", "FixedStrideExtractorStage", "SceneClipExtractionStage", "TransNetV2ClipExtractionStage",
     "ClipTranscodingStage", "MotionVectorDecodeStage", "MotionFilterStage", "ClipFrameExtractionStage",
     "PreviewStage", "InternVideo2EmbeddingStage", "CosmosEmbed1EmbeddingStage", "CaptionGenerationStage",
+    "ModelScoreStage", "ClipDurationFilterStage", "pipeline_for",
 )})
 
 __all__ = ["__version__", *_LAZY]

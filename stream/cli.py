@@ -1,6 +1,8 @@
 """The ``curastream`` command: a thin layer that fills the same config objects the API takes.
 
-The ``images`` / ``videos`` options are generated from the config fields (cli_options.py)."""
+The ``images`` / ``videos`` options are generated from the config fields (cli_options.py); the
+commands run the composed pipeline of those settings (``curastream.compose.pipeline_for``),
+the one ``--print-pipeline`` shows and a Python user can build: one way to run, two faces."""
 
 from __future__ import annotations
 
@@ -202,7 +204,7 @@ def images(cfg: ImageRunConfig) -> None:
     tar+Parquet shards (ImageWriterStage layout) with scores, filters and near-dup removal."""
     _verbose_from_config(cfg)
     stats_out = _stats_to_stdout(cfg)
-    stats = _run(_run_images, cfg, "committed shards are kept")
+    stats = _run(_run_composed, cfg, "committed shards are kept")
     _echo_summary(stats.summary_lines() + [f"output: {cfg.output}"],
                   to_stderr=cfg.emit_ipc == "-" or stats_out)
     for line in _outcome_warnings(stats, cfg):
@@ -217,7 +219,7 @@ def videos(cfg: VideoRunConfig) -> None:
     the ClipWriterStage layout (clips/, metas/v0/, processed_videos/, ...)."""
     _verbose_from_config(cfg)
     stats_out = _stats_to_stdout(cfg)
-    stats = _run(_run_videos, cfg, "finished videos are kept")
+    stats = _run(_run_composed, cfg, "finished videos are kept")
     _echo_summary(stats.summary_lines() + [f"output: {cfg.output}"],
                   to_stderr=cfg.emit_ipc == "-" or stats_out)
     for line in _outcome_warnings(stats, cfg):
@@ -241,16 +243,10 @@ def _verbose_from_config(cfg) -> None:
         _setup_logging(1, force=True)
 
 
-def _run_images(cfg):
-    from curastream.images.pipeline import run_images
+def _run_composed(cfg):
+    from curastream.compose.from_config import pipeline_for
 
-    return run_images(cfg)
-
-
-def _run_videos(cfg):
-    from curastream.videos.pipeline import run_videos
-
-    return run_videos(cfg)
+    return pipeline_for(cfg).run()
 
 
 @main.command()

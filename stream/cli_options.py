@@ -96,9 +96,13 @@ def _params(cls: type) -> list[click.Parameter]:
     out.append(GroupedOption(["--config", "config_file"], metavar="FILE",
                              help="Read settings from a TOML (.toml) or YAML (.yaml, .yml) file; keys are the "
                                   "option names with underscores. Options given here override the file."))
-    out.append(GroupedOption(["--print-config"], is_flag=True,
+    # One destination: what to print instead of running (the last of the two given wins).
+    out.append(GroupedOption(["--print-config", "print_config"], flag_value="config", default=None,
                              help="Print the effective settings (defaults < --config < options) and exit: TOML, "
                                   "or YAML when --config is a YAML file. Loads back with --config."))
+    out.append(GroupedOption(["--print-pipeline", "print_config"], flag_value="pipeline", default=None,
+                             help="Print the stages this command runs (a curastream.Pipeline, each stage as the "
+                                  "Python call that makes it) and exit; that pipeline's run() is this command's."))
     return out
 
 
@@ -172,6 +176,11 @@ class ConfigCommand(click.Command):
         try:
             cfg, printing = self.build_config(ctx)
             if printing:
+                if ctx.params["print_config"] == "pipeline":
+                    from curastream.compose.from_config import pipeline_for
+
+                    click.echo(pipeline_for(cfg).describe())
+                    return None
                 path = ctx.params.get("config_file")
                 fmt = file_format(path) if path else "toml"
                 click.echo(dump_config(cfg.to_dict(), fmt), nl=False)

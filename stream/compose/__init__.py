@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 from curastream.compose.pipeline import Pipeline, PipelineError
+from curastream.compose.from_config import pipeline_for
 from curastream.compose.registry import MissingPluginError, register_captioner, register_embedder
 from curastream.compose.stages import (
     CaptionGenerationStage,
+    ClipDurationFilterStage,
     ClipFrameExtractionStage,
     ClipTranscodingStage,
     CosmosEmbed1EmbeddingStage,
@@ -25,6 +27,7 @@ from curastream.compose.stages import (
     ImageReaderStage,
     InternVideo2EmbeddingStage,
     MotionFilterStage,
+    ModelScoreStage,
     MotionVectorDecodeStage,
     PreviewStage,
     SceneClipExtractionStage,
@@ -41,4 +44,5 @@ __all__ = [
     "VideoReader", "FixedStrideExtractorStage", "SceneClipExtractionStage", "TransNetV2ClipExtractionStage",
     "ClipTranscodingStage", "MotionVectorDecodeStage", "MotionFilterStage", "ClipFrameExtractionStage",
     "PreviewStage", "InternVideo2EmbeddingStage", "CosmosEmbed1EmbeddingStage", "CaptionGenerationStage",
+    "ModelScoreStage", "ClipDurationFilterStage", "pipeline_for",
 ]

@@ -32,9 +32,12 @@ NO_FILTERS = dict(min_resolution=None, max_aspect=None, dedup=False)
 
 @dataclass
 class _Plan:
+    """A built pipeline: ``config`` is the run config it runs (the CLI's for the same settings)."""
+
     medium: str
     run: Any  # () -> RunStats
     summary: list[str] = field(default_factory=list)
+    config: Any = None
 
 
 class Pipeline:
@@ -55,8 +58,9 @@ class Pipeline:
         return self
 
     def describe(self) -> str:
+        """The name, then one line per stage: a built-in stage as the call that makes it."""
         return "\n".join([f"{self.name}: {self.description}".rstrip(": "),
-                          *(f"  {i}. {stage_name(s)}" for i, s in enumerate(self.stages))])
+                          *(f"  {i}. {_shown(s)}" for i, s in enumerate(self.stages))])
 
     __repr__ = describe
 
@@ -80,6 +84,7 @@ class Pipeline:
 
     def _build_images(self, writer: ImageWriterStage) -> _Plan:
         from curastream.compose.image_run import available_columns, run_composed_images
+        from curastream.images.pipeline import run_images
 
         body = self.stages[:-1]
         parts = [s for s in body if isinstance(s, S.FilePartitioningStage)]
@@ -92,7 +97,8 @@ class Pipeline:
         if [s for s in body[:head] if s not in parts] or [s for s in body[head:] if s in parts]:
             raise PipelineError("FilePartitioningStage, then ImageReaderStage, come first")
         sources = parts[0].file_paths if parts else (reader.file_paths or [])
-        if not sources:
+        listing = parts[0].settings if parts else {}
+        if not (sources or listing.get("files_from") or listing.get("url_list")):
             raise PipelineError("no input: add FilePartitioningStage(file_paths=...) before ImageReaderStage")
         filt = [s for s in body if isinstance(s, S.ImageFilterStage)]
         if len(filt) > 1:
@@ -100,20 +106,28 @@ class Pipeline:
         nsfw = [s for s in body if isinstance(s, S.ImageNSFWFilterStage)]
         if len(nsfw) > 1:
             raise PipelineError("one ImageNSFWFilterStage per pipeline")
-        models = {"models": ["nsfw"], "max_nsfw": nsfw[0].score_threshold} if nsfw else {}
+        model_stages = [s for s in body if isinstance(s, (S.ImageNSFWFilterStage, S.ModelScoreStage))]
+        models = {"models": ["nsfw" if isinstance(s, S.ImageNSFWFilterStage) else s.model for s in model_stages],
+                  "max_nsfw": nsfw[0].score_threshold if nsfw else None}
+        options = writer.storage_options
+        if options is None and parts:
+            options = parts[0].storage_options
         cfg = ImageRunConfig(
-            sources=list(sources), **models, batch_size=reader.batch_size, workers=reader.workers, decoder=reader.decoder,
-            device=reader.device, max_pixels=reader.max_pixels,
-            filters=filt[0].filters if filt else ImageFilters(**NO_FILTERS),
-            storage_options=writer.storage_options or (parts[0].storage_options if parts else None),
+            sources=list(sources), **models, **listing, **reader.settings, batch_size=reader.batch_size,
+            workers=reader.workers, decoder=reader.decoder, device=reader.device, max_pixels=reader.max_pixels,
+            filters=filt[0].filters if filt else ImageFilters(**NO_FILTERS), storage_options=options,
             **{**writer.settings, "verbose": writer.settings["verbose"] or reader.verbose})
         cfg.validate()
         middle: list[Any] = []
         user_fields: list[pa.Field] = []
         identity: list[str] = []
         for st in body[head + 1:]:
-            if isinstance(st, (S.ImageFilterStage, S.ImageNSFWFilterStage)):
-                middle.append("filter" if isinstance(st, S.ImageFilterStage) else "models")
+            if isinstance(st, S.ImageFilterStage):
+                middle.append("filter")
+                continue
+            if isinstance(st, (S.ImageNSFWFilterStage, S.ModelScoreStage)):
+                if "models" not in middle:  # every model runs where the first model stage stands
+                    middle.append("models")
                 continue
             if isinstance(st, S.BuiltinStage):
                 raise PipelineError(f"{st.name} belongs before the reader or is not an image stage")
@@ -134,8 +148,15 @@ class Pipeline:
             identity.append(f"{type(st).__module__}.{type(st).__qualname__}:{name}")
         ident = {"user_stages": identity} if identity else None
         exts = parts[0].file_extensions if parts else None
-        return _Plan("images", lambda: run_composed_images(cfg, middle, user_fields, ident, exts),
-                     [stage_name(s) for s in self.stages])
+        # The CLI's order (filter, then models) and nothing of the composition's own: the run is
+        # run_images' own, which also runs on Ray.
+        plain = not user_fields and not exts and middle in (["filter"], ["filter", "models"])
+        if cfg.runner == "ray" and not plain:
+            raise PipelineError("runner='ray' runs the CLI's stages only: an ImageFilterStage, then any model "
+                                "stages, and no user stages or file_extensions")
+        run = (lambda: run_images(cfg)) if plain else (
+            lambda: run_composed_images(cfg, middle, user_fields, ident, exts))
+        return _Plan("images", run, [stage_name(s) for s in self.stages], cfg)
 
     def _build_videos(self, writer: ClipWriterStage) -> _Plan:
         from curastream.compose.video_run import run_composed_videos, video_config
@@ -152,10 +173,14 @@ class Pipeline:
             raise PipelineError("one splitting stage per pipeline")
         cfg = video_config(body[0], body[1:], writer)
         cfg.validate()
-        return _Plan("videos", lambda: run_composed_videos(cfg), [stage_name(s) for s in self.stages])
+        return _Plan("videos", lambda: run_composed_videos(cfg), [stage_name(s) for s in self.stages], cfg)
 
     # -- run ------------------------------------------------------------------------------------
     def run(self, executor: Any = None) -> RunStats:
         """Build, then run to the end on the streaming engine; returns the run's stats.
         ``executor`` is accepted for Curator's signature: our engine is the executor."""
         return self.build().run()
+
+
+def _shown(stage: Any) -> str:
+    return repr(stage) if isinstance(stage, (S.BuiltinStage, ImageWriterStage, ClipWriterStage)) else stage_name(stage)

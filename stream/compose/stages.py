@@ -14,6 +14,7 @@ from dataclasses import fields
 from typing import Any, Callable
 
 from curastream.config import ImageFilters
+from curastream.compose.described import Described
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,11 @@ __all__ = [
     "VideoReader", "FixedStrideExtractorStage", "SceneClipExtractionStage", "TransNetV2ClipExtractionStage",
     "ClipTranscodingStage", "MotionVectorDecodeStage", "MotionFilterStage", "ClipFrameExtractionStage",
     "PreviewStage", "InternVideo2EmbeddingStage", "CosmosEmbed1EmbeddingStage", "CaptionGenerationStage",
+    "ModelScoreStage", "ClipDurationFilterStage",
 ]
 
 
-class BuiltinStage:
+class BuiltinStage(Described):
     """A step of our own pipelines. ``medium``: the pipeline kind it belongs to."""
 
     medium = ""
@@ -43,28 +45,46 @@ def _ignored(stage: str, kwargs: dict[str, Any]) -> None:
 # -- images -------------------------------------------------------------------------------------
 class FilePartitioningStage(BuiltinStage):
     """Where the inputs are: folders, globs, files, WebDataset tars, Parquet, fsspec URLs.
-    ``file_extensions`` keeps only inputs whose file name ends with one of them."""
+    ``file_extensions`` keeps only inputs whose file name ends with one of them.
+
+    The CLI's other input settings are keyword arguments here, under their flag names:
+    ``files_from`` (a list of inputs), ``parquet_image_column``, and ``url_list`` with
+    ``url_col``, ``caption_col`` and ``save_additional_columns`` (a table of image URLs; then
+    ``file_paths`` may be empty)."""
 
     medium = "images"
 
     def __init__(self, file_paths: str | list[str], files_per_partition: int | None = None,
-                 file_extensions: list[str] | None = None, storage_options: dict | None = None, **kwargs: Any):
+                 file_extensions: list[str] | None = None, storage_options: dict | None = None, *,
+                 files_from: str | None = None, parquet_image_column: str | None = None, url_list: str | None = None,
+                 url_col: str = "url", caption_col: str | None = None,
+                 save_additional_columns: list[str] | None = None, **kwargs: Any):
         self.file_paths = [file_paths] if isinstance(file_paths, str) else [str(p) for p in file_paths]
         self.files_per_partition = files_per_partition  # partitions are Curator's unit of scheduling
         self.file_extensions = [e.lower() for e in file_extensions] if file_extensions else None
         self.storage_options = storage_options
+        self.settings: dict[str, Any] = dict(
+            files_from=files_from, parquet_image_column=parquet_image_column, url_list=url_list, url_col=url_col,
+            caption_col=caption_col, save_additional_columns=list(save_additional_columns or []))
         _ignored(self.name, kwargs)
 
 
 class ImageReaderStage(BuiltinStage):
     """Read, decode (reduced size) and score: our decode and score stages. ``dali_batch_size``
-    is the pipeline batch, ``num_threads`` the decode/encode threads."""
+    is the pipeline batch, ``num_threads`` the decode/encode threads.
+
+    Keyword arguments under the CLI's flag names: downloads of a URL list
+    (``max_download_bytes``, ``download_timeout``, ``download_retries``,
+    ``download_concurrency``) and where the run is placed (``runner`` "local" or "ray",
+    ``ray_address``, ``gpus_per_task``; a Ray run takes no user stages)."""
 
     medium = "images"
 
     def __init__(self, dali_batch_size: int = 32, verbose: bool = False, num_threads: int = 2,
                  decoder: str = "auto", device: str = "auto", max_pixels: int | None = None,
-                 file_paths: str | list[str] | None = None, **kwargs: Any):
+                 file_paths: str | list[str] | None = None, *, max_download_bytes: int = 50_000_000,
+                 download_timeout: float = 10.0, download_retries: int = 2, download_concurrency: int = 64,
+                 runner: str = "local", ray_address: str | None = None, gpus_per_task: float = 1.0, **kwargs: Any):
         self.batch_size = dali_batch_size
         self.verbose = verbose
         self.workers = num_threads
@@ -72,6 +92,10 @@ class ImageReaderStage(BuiltinStage):
         self.device = device
         self.max_pixels = max_pixels
         self.file_paths = [file_paths] if isinstance(file_paths, str) else file_paths
+        self.settings: dict[str, Any] = dict(
+            max_download_bytes=max_download_bytes, download_timeout=download_timeout,
+            download_retries=download_retries, download_concurrency=download_concurrency,
+            runner=runner, ray_address=ray_address, gpus_per_task=gpus_per_task)
         _ignored(self.name, kwargs)
 
 
@@ -100,33 +124,61 @@ class ImageNSFWFilterStage(BuiltinStage):
         _ignored(self.name, kwargs)
 
 
+class ModelScoreStage(BuiltinStage):
+    """Scores from one model (the CLI's ``--model NAME``): ``nsfw``, a name a plug-in registers
+    (entry points ``curastream.models``) or ``pkg.module:factory``; each adds its float32
+    columns (images) or per-clip scores (videos). Models run in the order of their stages, in
+    one place of the pipeline: where the first of them stands."""
+
+    medium = ""  # images and videos alike
+
+    def __init__(self, model: str):
+        self.model = model
+
+
 # -- videos -------------------------------------------------------------------------------------
 class VideoReader(BuiltinStage):
     """The videos to split: a folder, glob, file or URL (or a list). ``video_limit`` keeps the
-    first N in listing order."""
+    first N in listing order.
+
+    Keyword arguments under the CLI's flag names: how videos are decoded and placed
+    (``analysis_short_side``, ``video_time_limit``, ``device``, ``runner``, ``ray_address``,
+    ``gpus_per_task``)."""
 
     medium = "videos"
 
     def __init__(self, input_video_path: str | list[str], video_limit: int | None = None, verbose: bool = False,
-                 storage_options: dict | None = None, **kwargs: Any):
+                 storage_options: dict | None = None, *, analysis_short_side: int = 144,
+                 video_time_limit: float | None = 600.0, device: str = "auto", runner: str = "local",
+                 ray_address: str | None = None, gpus_per_task: float = 1.0, **kwargs: Any):
         paths = input_video_path if isinstance(input_video_path, (list, tuple)) else [input_video_path]
         self.sources = [str(p) for p in paths]
         self.video_limit = video_limit if video_limit and video_limit > 0 else None
         self.verbose = verbose
         self.storage_options = storage_options
+        self.settings: dict[str, Any] = dict(
+            analysis_short_side=analysis_short_side, video_time_limit=video_time_limit, device=device,
+            runner=runner, ray_address=ray_address, gpus_per_task=gpus_per_task)
         _ignored(self.name, kwargs)
 
 
+def _lengths(**given: Any) -> dict[str, Any]:
+    """The CLI's split lengths a splitting stage was given (None: the CLI's default). The run
+    config keeps each of them, also where this split mode does not use it."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
 class FixedStrideExtractorStage(BuiltinStage):
-    """Fixed-length clips, Curator's spans and span_uuids (SPEC §2)."""
+    """Fixed-length clips, Curator's spans and span_uuids (SPEC §2). ``max_clip_len``: the
+    CLI's --max-clip-len, which fixed-stride clips do not use."""
 
     medium = "videos"
 
     def __init__(self, clip_len_s: float = 10.0, clip_stride_s: float | None = None,
-                 min_clip_length_s: float = 2.0, limit_clips: int = 0, **kwargs: Any):
-        self.settings = {"split": "fixed", "clip_len": clip_len_s, "min_clip_len": min_clip_length_s}
-        if clip_stride_s is not None and clip_stride_s != clip_len_s:
-            self.settings["stride"] = clip_stride_s
+                 min_clip_length_s: float = 2.0, limit_clips: int = 0, *, max_clip_len: float | None = None,
+                 **kwargs: Any):
+        self.settings = {"split": "fixed", **_lengths(clip_len=clip_len_s, stride=clip_stride_s,
+                                                      min_clip_len=min_clip_length_s, max_clip_len=max_clip_len)}
         if limit_clips:
             log.warning("FixedStrideExtractorStage: limit_clips=%d is not supported; every clip is kept", limit_clips)
         _ignored(self.name, kwargs)
@@ -134,13 +186,16 @@ class FixedStrideExtractorStage(BuiltinStage):
 
 class SceneClipExtractionStage(BuiltinStage):
     """Clips at shot boundaries, found from the one analysis decode (our shot detector, not the
-    TransNetV2 model): ``min_length_s``..``max_length_s`` seconds."""
+    TransNetV2 model): ``min_length_s``..``max_length_s`` seconds. ``clip_len``: longer shots
+    are split to this (the CLI's --clip-len); ``stride`` is kept for the config, unused here."""
 
     medium = "videos"
 
     def __init__(self, min_length_s: float = 2.0, max_length_s: float = 60.0, threshold: float | None = None,
-                 limit_clips: int = 0, verbose: bool = False, **kwargs: Any):
-        self.settings = {"split": "scenes", "min_clip_len": min_length_s, "max_clip_len": max_length_s}
+                 limit_clips: int = 0, verbose: bool = False, *, clip_len: float | None = None,
+                 stride: float | None = None, **kwargs: Any):
+        self.settings = {"split": "scenes", **_lengths(min_clip_len=min_length_s, max_clip_len=max_length_s,
+                                                       clip_len=clip_len, stride=stride)}
         if threshold is not None:
             kwargs["threshold"] = threshold  # a TransNetV2 probability: our detector has no such knob
         _ignored(self.name, kwargs)
@@ -148,35 +203,43 @@ class SceneClipExtractionStage(BuiltinStage):
 
 class TransNetV2ClipExtractionStage(BuiltinStage):
     """The TransNetV2 model's shots with Curator's post-processing and defaults (threshold 0.4,
-    2-10 s scenes, 0.5 s cropped off each end); needs ``curastream[models]``."""
+    2-10 s scenes, 0.5 s cropped off each end); needs ``curastream[models]``.
+    ``min_length_s`` is the CLI's --min-clip-len and ``max_length_s`` its --clip-len (scenes
+    are cut to at most the smaller of that and ``max_clip_len``); ``stride`` is kept for the
+    config, unused here."""
 
     medium = "videos"
-    CURATOR_DEFAULTS = {"threshold": 0.4, "min_length_s": 2.0, "max_length_s": 10.0, "crop_s": 0.5}
+    CURATOR_DEFAULTS = {"threshold": 0.4, "crop_s": 0.5}
 
     def __init__(self, threshold: float = 0.4, min_length_s: float = 2.0, max_length_s: float = 10.0,
-                 crop_s: float = 0.5, limit_clips: int = 0, verbose: bool = False, **kwargs: Any):
-        given = {"threshold": threshold, "min_length_s": min_length_s, "max_length_s": max_length_s, "crop_s": crop_s}
+                 crop_s: float = 0.5, limit_clips: int = 0, verbose: bool = False, *,
+                 max_clip_len: float | None = None, stride: float | None = None, **kwargs: Any):
+        given = {"threshold": threshold, "crop_s": crop_s}
         changed = {k: v for k, v in given.items() if v != self.CURATOR_DEFAULTS[k]}
         if changed:
-            raise ValueError(f"TransNetV2ClipExtractionStage: this build runs Curator's defaults only; {changed} "
-                             "cannot be changed (SceneClipExtractionStage takes min/max lengths)")
-        self.settings = {"split": "transnetv2"}
+            raise ValueError(f"TransNetV2ClipExtractionStage: this build runs Curator's threshold and crop only; "
+                             f"{changed} cannot be changed")
+        self.settings = {"split": "transnetv2", **_lengths(min_clip_len=min_length_s, clip_len=max_length_s,
+                                                           max_clip_len=max_clip_len, stride=stride)}
         _ignored(self.name, kwargs)
 
 
 class ClipTranscodingStage(BuiltinStage):
     """Cut the clips: ``clip_mode`` exact (frame-exact, re-encoding only around the cuts; the
     CLI's default), copy (keyframe-aligned stream copy) or reencode. ``num_clips_per_chunk``
-    groups clips per chunk record, as Curator."""
+    groups clips per chunk record, as Curator. ``audio``: keep the source's audio track."""
 
     medium = "videos"
 
     def __init__(self, encoder: str = "libx264", clip_mode: str = "exact", num_clips_per_chunk: int | None = None,
-                 preset: str | None = None, crf: int | None = None, verbose: bool = False, **kwargs: Any):
-        if encoder in ("libopenh264", "h264_nvenc"):
-            log.info("ClipTranscodingStage: encoder %s -> libx264 (the encoder this build ships)", encoder)
+                 preset: str | None = None, crf: int | None = None, verbose: bool = False, *, audio: bool = True,
+                 **kwargs: Any):
+        if encoder == "libopenh264" and not _has_encoder(encoder):
+            # Curator's CPU default; this FFmpeg build has no OpenH264. h264_nvenc is kept: it is
+            # in the build and encodes wherever a GPU is.
+            log.warning("ClipTranscodingStage: encoder %s is not in this FFmpeg build; using libx264", encoder)
             encoder = "libx264"
-        self.settings: dict[str, Any] = {"clip_mode": clip_mode, "encoder": encoder}
+        self.settings: dict[str, Any] = {"clip_mode": clip_mode, "encoder": encoder, "audio": audio}
         if num_clips_per_chunk is not None:
             self.settings["clips_per_chunk"] = num_clips_per_chunk
         if preset is not None:
@@ -197,18 +260,30 @@ class MotionVectorDecodeStage(BuiltinStage):
 
 
 class MotionFilterStage(BuiltinStage):
-    """Curator's motion filter; ``score_only=True`` keeps every clip and records the scores."""
+    """Curator's motion filter; ``score_only=True`` keeps every clip and records the scores.
+    ``motion_method``: the CLI's --motion-method (auto, vectors, frames)."""
 
     medium = "videos"
 
     def __init__(self, score_only: bool = False, global_mean_threshold: float | None = None,
-                 per_patch_min_256_threshold: float | None = None, verbose: bool = False, **kwargs: Any):
-        self.settings: dict[str, Any] = {"motion_filter": not score_only}
+                 per_patch_min_256_threshold: float | None = None, verbose: bool = False, *,
+                 motion_method: str = "auto", **kwargs: Any):
+        self.settings: dict[str, Any] = {"motion_filter": not score_only, "motion_method": motion_method}
         if global_mean_threshold is not None:
             self.settings["motion_global_mean_threshold"] = global_mean_threshold
         if per_patch_min_256_threshold is not None:
             self.settings["motion_per_patch_min_threshold"] = per_patch_min_256_threshold
         _ignored(self.name, kwargs)
+
+
+class ClipDurationFilterStage(BuiltinStage):
+    """Clips shorter than ``min_duration_s`` or longer than ``max_duration_s`` go to
+    filtered_clips/ (the CLI's --min-duration / --max-duration; None: no limit)."""
+
+    medium = "videos"
+
+    def __init__(self, min_duration_s: float | None = None, max_duration_s: float | None = None):
+        self.settings = {"min_duration": min_duration_s, "max_duration": max_duration_s}
 
 
 class ClipFrameExtractionStage(BuiltinStage):
@@ -234,8 +309,9 @@ class _EmbeddingStage(BuiltinStage):
     medium = "videos"
     algorithm = ""
 
-    def __init__(self, embedder: Callable | None = None, **kwargs: Any):
+    def __init__(self, embedder: Callable | None = None, *, embedder_factory: str | None = None, **kwargs: Any):
         self.embedder = embedder
+        self.embedder_factory = embedder_factory  # the CLI's --embedder pkg.module:factory
         _ignored(self.name, kwargs)
 
 
@@ -254,11 +330,24 @@ class CosmosEmbed1EmbeddingStage(_EmbeddingStage):
 
 class CaptionGenerationStage(BuiltinStage):
     """Window captions from ``captioner(frames) -> str``, or the one registered under
-    ``model_variant`` with ``register_captioner``."""
+    ``model_variant`` with ``register_captioner``; ``captioner_factory`` is the CLI's
+    --captioner pkg.module:factory. ``model_variant=None``: captions recorded as the plug-in's."""
 
     medium = "videos"
 
-    def __init__(self, model_variant: str = "qwen", captioner: Callable | None = None, **kwargs: Any):
+    def __init__(self, model_variant: str | None = "qwen", captioner: Callable | None = None, *,
+                 captioner_factory: str | None = None, **kwargs: Any):
         self.model_variant = model_variant
         self.captioner = captioner
+        self.captioner_factory = captioner_factory
         _ignored(self.name, kwargs)
+
+
+def _has_encoder(name: str) -> bool:
+    import av
+
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:  # noqa: BLE001 - UnknownCodecError, or a build without it
+        return False
+    return True

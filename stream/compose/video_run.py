@@ -26,15 +26,17 @@ log = logging.getLogger(__name__)
 
 def video_config(reader: S.VideoReader, middle: list[Any], writer: ClipWriterStage) -> VideoRunConfig:
     settings: dict[str, Any] = {"motion_filter": False}  # a composition filters only where it says so
+    settings.update(reader.settings)
     for st in middle:
         settings.update(getattr(st, "settings", {}))
     settings.update(writer.settings)
+    settings["models"] = [s.model for s in middle if isinstance(s, S.ModelScoreStage)]
     settings["previews"] = writer.settings["previews"] or any(isinstance(s, S.PreviewStage) for s in middle)
     settings["verbose"] = writer.settings["verbose"] or reader.verbose
     settings.update(_embedding(middle, writer))
     settings.update(_captions(middle, writer))
-    cfg = VideoRunConfig(sources=list(reader.sources), storage_options=writer.storage_options or reader.storage_options,
-                         **settings)
+    options = writer.storage_options if writer.storage_options is not None else reader.storage_options
+    cfg = VideoRunConfig(sources=list(reader.sources), storage_options=options, **settings)
     if reader.video_limit is not None:
         _limit(cfg, reader.video_limit)
     return cfg
@@ -48,31 +50,51 @@ def _embedding(middle: list[Any], writer: ClipWriterStage) -> dict[str, Any]:
     if stage is not None and writer.generate_embeddings and algorithm != writer.embedding_algorithm:
         raise ValueError(f"{stage.name} makes {algorithm!r} embeddings, but ClipWriterStage(embedding_algorithm="
                          f"{writer.embedding_algorithm!r}) stores another kind")
-    fn = (stage.embedder if stage is not None else None) or embedder_for(algorithm)
-    if fn is None:
+    fn = stage.embedder if stage is not None else None
+    factory = stage.embedder_factory if stage is not None else None
+    if writer.generate_embeddings is False:  # the stage's plug-in is configured, its output not written
+        return {"generate_embeddings": False, "embedding_algorithm": algorithm, "embedder": fn,
+                "embedder_factory": factory}
+    if fn is None and factory is None:
+        fn = embedder_for(algorithm)
+    if fn is None and factory is None:
         raise MissingPluginError(
             f"ClipWriterStage(generate_embeddings=True, embedding_algorithm={algorithm!r}): no {algorithm} embedder "
             f"is registered; call curastream.register_embedder({algorithm!r}, fn) with fn(frames) -> vector")
-    return {"generate_embeddings": True, "embedding_algorithm": algorithm, "embedder": fn}
+    return {"generate_embeddings": True, "embedding_algorithm": algorithm, "embedder": fn,
+            "embedder_factory": factory}
+
+
+def _caption_names(stage: S.CaptionGenerationStage | None, writer: ClipWriterStage) -> list[str]:
+    """The caption models recorded: the stage's model first, then the writer's others."""
+    listed = writer.caption_models
+    if stage is None or stage.model_variant is None or listed[:1] == [stage.model_variant]:
+        return list(listed)
+    return [stage.model_variant, *(m for m in listed if m != stage.model_variant)]
 
 
 def _captions(middle: list[Any], writer: ClipWriterStage) -> dict[str, Any]:
     stage = next((s for s in middle if isinstance(s, S.CaptionGenerationStage)), None)
     if stage is None and not writer.generate_captions:
         return {"caption_models": []}  # Curator's writer emits caption keys only with generate_captions
-    model = stage.model_variant if stage is not None else (writer.caption_models or [None])[0]
-    if model is None:
-        raise MissingPluginError("ClipWriterStage(generate_captions=True) names no caption model: pass "
-                                 "caption_models=[name] and call curastream.register_captioner(name, fn)")
-    fn = (stage.captioner if stage is not None else None) or captioner_for(model)
-    if fn is None:
-        raise MissingPluginError(f"ClipWriterStage(generate_captions=True, caption_models=[{model!r}]): no {model} "
-                                 f"captioner is registered; call curastream.register_captioner({model!r}, fn) "
-                                 "with fn(frames) -> str")
+    names = _caption_names(stage, writer)
+    fn = stage.captioner if stage is not None else None
+    factory = stage.captioner_factory if stage is not None else None
+    if writer.generate_captions is False:  # names recorded, the stage's plug-in configured, nothing asked of it
+        return {"caption_models": names, "captioner": fn, "captioner_factory": factory}
+    if fn is None and factory is None:
+        if not names:
+            raise MissingPluginError("ClipWriterStage(generate_captions=True) names no caption model: pass "
+                                     "caption_models=[name] and call curastream.register_captioner(name, fn)")
+        fn = captioner_for(names[0])
+        if fn is None:
+            raise MissingPluginError(
+                f"ClipWriterStage(generate_captions=True, caption_models=[{names[0]!r}]): no {names[0]} captioner "
+                f"is registered; call curastream.register_captioner({names[0]!r}, fn) with fn(frames) -> str")
     if writer.enhanced_caption_models:
         log.info("enhanced_caption_models %s: caption enhancement is not part of this build; only %s captions "
-                 "are written", writer.enhanced_caption_models, model)
-    return {"caption_models": [model], "captioner": fn}
+                 "are written", writer.enhanced_caption_models, names[:1])
+    return {"caption_models": names, "captioner": fn, "captioner_factory": factory}
 
 
 def _limit(cfg: VideoRunConfig, n: int) -> None:
