@@ -31,6 +31,41 @@ _RESIZE_MODES = ("no", "keep_ratio", "center_crop", "border")
 _ENCODE_FORMATS = ("jpg", "webp", "png")
 
 
+# Settings both media take, defined once so that their checks and help cannot drift apart;
+# each config class still lists them, in its own order, as ``name: type = shared("name")``.
+_SHARED: dict[str, tuple[Any, dict[str, Any]]] = {
+    "output": (None, dict(group="output", short="-o", metavar=_URL,
+                          help="Output directory or fsspec URL (s3://...; S3-compatible stores: set "
+                               "AWS_ENDPOINT_URL).")),
+    "device": ("auto", dict(group="performance", choices=DEVICES,
+                            help="Where to decode and compute; gpu without a CUDA device is an error.")),
+    "on_existing": ("error", dict(group="output", choices=ON_EXISTING,
+                                  help="What to do when the output already has files.")),
+    "runner": ("local", dict(group="performance", choices=RUNNERS,
+                             help="local: this process; ray: partitions of the input as Ray tasks "
+                                  "(pip install 'curastream[ray]').")),
+    "ray_address": (None, dict(group="performance", metavar="HOST:PORT",
+                               help="Ray cluster to join with --runner ray (default: start a local Ray runtime).")),
+    "gpus_per_task": (1.0, dict(group="performance", min=0, above=True, metavar="N",
+                                help="With --runner ray --device gpu: the GPUs each task reserves; a fraction "
+                                     "(0.25) lets that many tasks share one GPU, above 1 it must be whole.")),
+    "emit_ipc": (None, dict(group="output", metavar=_PATH,
+                            help="Also stream result records as Arrow IPC (zstd) to PATH, or - for stdout.")),
+    "emit_ipc_bytes": (False, dict(group="output", flag=True, help="Include encoded media bytes in the IPC stream.")),
+    "stats": (None, dict(group="output", metavar=_PATH, formerly=("stats_path",),
+                         help="Write per-stage timings, throughput and queue occupancy as JSON.")),
+    "verbose": (False, dict(scope="global", group="output", help="Log more detail (set with curastream -v).")),
+    "progress": (None, dict(group="output", help="Progress bar (default: on a terminal; quiet lines otherwise).")),
+    "storage_options": (None, dict(scope="api", help="fsspec options (credentials): Python API only.")),
+}
+
+
+def shared(name: str) -> Any:
+    """A fresh dataclass field for the shared setting ``name``."""
+    default, meta = _SHARED[name]
+    return opt(default, **meta)
+
+
 @dataclass
 class ImageFilters:
     """Thresholds; ``None`` turns a filter off. Every drop is recorded with its reason."""
@@ -78,16 +113,12 @@ class ImageRunConfig:
     sources: list[str] = opt(
         scope="positional", group="input",
         help="Inputs: dirs, globs, files, WebDataset tars, Parquet files, fsspec URLs.")
-    output: str | None = opt(
-        None, group="output", short="-o", metavar=_URL,
-        help="Output directory or fsspec URL (s3://...; S3-compatible stores: set AWS_ENDPOINT_URL).")
+    output: str | None = shared("output")
     images_per_tar: int = opt(1000, group="output", min=1, help="Images per tar shard.")
-    device: str = opt("auto", group="performance", choices=DEVICES,
-                      help="Where to decode and compute; gpu without a CUDA device is an error.")
+    device: str = shared("device")
     decoder: str = opt("auto", group="performance", choices=("auto", "turbo", "pillow", "dali"),
                        help="Decoder for scoring (auto: libjpeg-turbo scaled decode; dali: DALI pipeline).")
-    on_existing: str = opt("error", group="output", choices=ON_EXISTING,
-                           help="What to do when the output already has files.")
+    on_existing: str = shared("on_existing")
     jpeg_quality: int = opt(92, group="output", min=1, max=100, help="JPEG quality when re-encoding.")
     resize: int | None = opt(
         None, group="output", min=1, off=0, metavar="N",
@@ -112,13 +143,9 @@ class ImageRunConfig:
                                   help="Drop image bytes from memory once their shard is written.")
     batch_size: int = opt(32, group="performance", min=1, help="Images per pipeline batch.")
     workers: int = opt(2, group="performance", min=1, help="Decode/encode threads.")
-    runner: str = opt("local", group="performance", choices=RUNNERS,
-                      help="local: this process; ray: partitions of the input as Ray tasks (pip install 'curastream[ray]').")
-    ray_address: str | None = opt(None, group="performance", metavar="HOST:PORT",
-                                  help="Ray cluster to join with --runner ray (default: start a local Ray runtime).")
-    gpus_per_task: float = opt(1.0, group="performance", min=0, above=True, metavar="N",
-                               help="With --runner ray --device gpu: the GPUs each task reserves; a fraction "
-                                    "(0.25) lets that many tasks share one GPU, above 1 it must be whole.")
+    runner: str = shared("runner")
+    ray_address: str | None = shared("ray_address")
+    gpus_per_task: float = shared("gpus_per_task")
     max_pixels: int | None = opt(None, group="input", min=1,
                                  help="Decompression-bomb limit, in pixels per image (default: Pillow's).")
     filters: ImageFilters = opt(factory=ImageFilters, help="Thresholds; flat flags, one per field.")
@@ -151,16 +178,12 @@ class ImageRunConfig:
              "(entry points curastream.models) or pkg.module:factory. Each adds its float32 columns.")
     max_nsfw: float | None = opt(None, group="filters", min=0, max=1,
                                  help="Reject images whose nsfw_score is above this (needs --model nsfw).")
-    emit_ipc: str | None = opt(None, group="output", metavar=_PATH,
-                               help="Also stream result records as Arrow IPC (zstd) to PATH, or - for stdout.")
-    emit_ipc_bytes: bool = opt(False, group="output", flag=True, help="Include encoded media bytes in the IPC stream.")
-    stats: str | None = opt(None, group="output", metavar=_PATH, formerly=("stats_path",),
-                            help="Write per-stage timings, throughput and queue occupancy as JSON.")
-    verbose: bool = opt(False, scope="global", group="output",
-                        help="Log more detail (set with curastream -v).")
-    progress: bool | None = opt(None, group="output",
-                                help="Progress bar (default: on a terminal; quiet lines otherwise).")
-    storage_options: dict[str, Any] | None = api_only(help="fsspec options (credentials): Python API only.")
+    emit_ipc: str | None = shared("emit_ipc")
+    emit_ipc_bytes: bool = shared("emit_ipc_bytes")
+    stats: str | None = shared("stats")
+    verbose: bool = shared("verbose")
+    progress: bool | None = shared("progress")
+    storage_options: dict[str, Any] | None = shared("storage_options")
 
     def __post_init__(self) -> None:
         canonicalise(self)
@@ -203,9 +226,7 @@ class ImageRunConfig:
 class VideoRunConfig:
     sources: list[str] = opt(scope="positional", group="input",
                              help="Input videos: files, dirs, globs, fsspec URLs.")
-    output: str | None = opt(
-        None, group="output", short="-o", metavar=_URL,
-        help="Output directory or fsspec URL (s3://...; S3-compatible stores: set AWS_ENDPOINT_URL).")
+    output: str | None = shared("output")
     input_path: str | None = opt(
         None, group="input", metavar=_URL,
         help="Root of the input videos; processed_* paths are relative to it (default: their common folder).")
@@ -258,18 +279,12 @@ class VideoRunConfig:
     clips_per_chunk: int = opt(
         32, group="output", min=1,
         help="Curator's num_clips_per_chunk: a processed_clip_chunks/ record closes at 8x this many seconds of clips.")
-    device: str = opt("auto", group="performance", choices=DEVICES,
-                      help="Where to decode and compute; gpu without a CUDA device is an error.")
-    on_existing: str = opt("error", group="output", choices=ON_EXISTING,
-                           help="What to do when the output already has files.")
+    device: str = shared("device")
+    on_existing: str = shared("on_existing")
     max_workers: int = opt(6, group="performance", min=1, help="Writer threads.")
-    runner: str = opt("local", group="performance", choices=RUNNERS,
-                      help="local: this process; ray: partitions of the input as Ray tasks (pip install 'curastream[ray]').")
-    ray_address: str | None = opt(None, group="performance", metavar="HOST:PORT",
-                                  help="Ray cluster to join with --runner ray (default: start a local Ray runtime).")
-    gpus_per_task: float = opt(1.0, group="performance", min=0, above=True, metavar="N",
-                               help="With --runner ray --device gpu: the GPUs each task reserves; a fraction "
-                                    "(0.25) lets that many tasks share one GPU, above 1 it must be whole.")
+    runner: str = shared("runner")
+    ray_address: str | None = shared("ray_address")
+    gpus_per_task: float = shared("gpus_per_task")
     video_time_limit: float | None = opt(
         600.0, group="performance", min=0, above=True, off=0, formerly=("video_time_limit_s",),
         help="Seconds one video may take before it is rejected (a hostile file cannot hang the run).")
@@ -291,16 +306,12 @@ class VideoRunConfig:
                                        help="Embedding plug-in: a factory returning callable(frames) -> vector.")
     captioner_factory: str | None = opt(None, group="clips", metavar="pkg.module:factory", short="--captioner",
                                         help="Caption plug-in: a factory returning callable(frames) -> str.")
-    emit_ipc: str | None = opt(None, group="output", metavar=_PATH,
-                               help="Also stream result records as Arrow IPC (zstd) to PATH, or - for stdout.")
-    emit_ipc_bytes: bool = opt(False, group="output", flag=True, help="Include encoded media bytes in the IPC stream.")
-    stats: str | None = opt(None, group="output", metavar=_PATH, formerly=("stats_path",),
-                            help="Write per-stage timings, throughput and queue occupancy as JSON.")
-    verbose: bool = opt(False, scope="global", group="output",
-                        help="Log more detail (set with curastream -v).")
-    progress: bool | None = opt(None, group="output",
-                                help="Progress bar (default: on a terminal; quiet lines otherwise).")
-    storage_options: dict[str, Any] | None = api_only(help="fsspec options (credentials): Python API only.")
+    emit_ipc: str | None = shared("emit_ipc")
+    emit_ipc_bytes: bool = shared("emit_ipc_bytes")
+    stats: str | None = shared("stats")
+    verbose: bool = shared("verbose")
+    progress: bool | None = shared("progress")
+    storage_options: dict[str, Any] | None = shared("storage_options")
 
     def __post_init__(self) -> None:
         canonicalise(self)

@@ -352,3 +352,18 @@ def test_log_lines_pass_the_progress_bar_on_a_terminal(tmp_path):
     bars = [s for s in segments if re.search(r"\d/1 video\]$", s)]
     assert bars and all(re.search(r"B/s, \d/1 video\]$", s) for s in bars), bars  # a bytes bar, items beside
     assert bars[-1].startswith("100%")
+
+
+def test_settings_both_media_take_are_one_definition():
+    """A setting images and videos both take has one default, one check and one help text
+    (issue 11: the two configs had drifted); only the inputs and models differ by medium."""
+    from dataclasses import fields
+
+    from curastream.config import ImageRunConfig, VideoRunConfig
+
+    img = {f.name: f for f in fields(ImageRunConfig)}
+    vid = {f.name: f for f in fields(VideoRunConfig)}
+    both = sorted(set(img) & set(vid) - {"sources", "models"})
+    assert {"output", "on_existing", "runner", "storage_options", "stats"} <= set(both)
+    drift = [n for n in both if (img[n].default, img[n].metadata) != (vid[n].default, vid[n].metadata)]
+    assert drift == []
