@@ -12,7 +12,7 @@ import numpy as np
 from curastream.kernels._xp import get_xp
 from curastream.kernels.frame_motion import pair_samples, select_pairs
 from curastream.kernels.motion_score import MotionSample, MotionScore, aggregate_motion
-from curastream.kernels.motion_vectors import curator_clip_motion, motion_samples_from_mvs
+from curastream.kernels.motion_vectors import MotionVectorReducer, curator_clip_motion
 
 
 class MotionAccumulator:
@@ -27,8 +27,10 @@ class MotionAccumulator:
     several. ``frame_samples`` matches what is left.
 
     mv_size: (W, H) of the decoded picture (VideoInfo.width/height) for the motion-vector
-        method, or None to skip it; source_size: upright (W, H) for the frame method's patch
-        grid (VideoInfo.display_width/height), or None to skip the frame method.
+        method, or None to skip it; ``reduce_mvs`` is then its per-frame reduction, to hand to
+        the decoder (``mv_reduce``) so that chunks carry samples instead of vectors.
+    source_size: upright (W, H) for the frame method's patch grid
+        (VideoInfo.display_width/height), or None to skip the frame method.
     """
 
     def __init__(self, fps: float, mv_size: tuple[int, int] | None = None,
@@ -44,6 +46,7 @@ class MotionAccumulator:
         self.flow_kw = {"block": block, "radius": radius, "levels": levels}
         self.batch = max(1, int(batch))
         self.mv_samples: list[MotionSample] = []
+        self.reduce_mvs = MotionVectorReducer(*mv_size, curator_blocks) if mv_size is not None else None
         self._frame_samples: list[MotionSample] = []
         self._pending: list[tuple] = []  # select_pairs results not matched yet
         self._pending_n = 0
@@ -56,9 +59,11 @@ class MotionAccumulator:
         return self._frame_samples
 
     def add(self, frames=None, frame_indices=None, times=None, mv_samples=None) -> None:
-        if self.mv_size is not None and mv_samples:
-            w, h = self.mv_size
-            self.mv_samples.extend(motion_samples_from_mvs(mv_samples, w, h, curator_blocks=self.curator_blocks))
+        """mv_samples: the decoder's ``(time, frame_index, x)``, x a frame's AVMotionVector
+        records or the MotionSample ``reduce_mvs`` already made of them."""
+        if self.reduce_mvs is not None and mv_samples:
+            self.mv_samples.extend(m if isinstance(m, MotionSample) else self.reduce_mvs(m, i, t)
+                                   for t, i, m in mv_samples)
         if self.source_size is None or frames is None or len(frames) == 0:
             return
         prev = self._last or (None, None, None)

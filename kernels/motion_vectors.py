@@ -57,15 +57,6 @@ TOO_SMALL = "resolution_too_small"
 MV_CELL = 4
 
 
-def _mv_fields(mvs):
-    """Plain int/float arrays from an AVMotionVector structured array (or a dict of arrays)."""
-    get = (lambda k: np.asarray(mvs[k]))
-    return (get("w").astype(np.int64), get("h").astype(np.int64), get("dst_x").astype(np.int64),
-            get("dst_y").astype(np.int64), get("motion_x").astype(np.float64),
-            get("motion_y").astype(np.float64), get("motion_scale").astype(np.float64),
-            get("source").astype(np.int64))
-
-
 def flow_from_motion_vectors(mvs, width: int, height: int, xp=np, cell: int = 1,
                              curator_blocks: bool = False):
     """Flow field painted from codec motion vectors: (ceil(H/cell), ceil(W/cell), 2) float32.
@@ -75,7 +66,7 @@ def flow_from_motion_vectors(mvs, width: int, height: int, xp=np, cell: int = 1,
     size (w, h). cell=1 is per pixel; cell=4 is exact for H.264/MPEG-family blocks (all on a
     4 px lattice). Pixels without a vector (intra blocks) are 0. This is the definition; the
     scores compute the same patch sums from the block rectangles without painting
-    (``_mv_patch_sums``) and paint only if blocks overlap.
+    (``MotionVectorReducer``) and paint only if blocks overlap.
     """
     gh, gw = -(-height // cell), -(-width // cell)
     flow = xp.zeros((gh, gw, 2), dtype=xp.float32)
@@ -103,94 +94,178 @@ def flow_from_motion_vectors(mvs, width: int, height: int, xp=np, cell: int = 1,
 
 
 def _mv_rects(mvs, width: int, height: int, curator_blocks: bool):
-    """Clipped block rectangles (x0, y0, x1, y1), vectors (vx, vy) and the source direction."""
-    bw, bh, dx, dy, mx, my, ms, src = _mv_fields(mvs)
+    """Clipped block rectangles (x0, y0, x1, y1), vectors (vx, vy) and the source direction.
+
+    Coordinates are int32 (an AVMotionVector's are int16 and uint8): every step of the scores
+    sees the same integer values as in int64, at half the memory traffic."""
+    bw, bh = np.asarray(mvs["w"]).astype(np.int32), np.asarray(mvs["h"]).astype(np.int32)
+    ms = np.asarray(mvs["motion_scale"]).astype(np.float64)
     keep = (bw > 0) & (bh > 0) & (ms != 0)
     if curator_blocks:
         keep &= np.any([(bw == a) & (bh == b) for a, b in CURATOR_BLOCK_SIZES], axis=0)
-    x0 = np.clip(dx - bw // 2, 0, width)
-    y0 = np.clip(dy - bh // 2, 0, height)
-    x1 = np.clip(dx - bw // 2 + bw, 0, width)
-    y1 = np.clip(dy - bh // 2 + bh, 0, height)
+    lx = np.asarray(mvs["dst_x"]).astype(np.int32) - (bw >> 1)
+    ly = np.asarray(mvs["dst_y"]).astype(np.int32) - (bh >> 1)
+    x0, y0 = np.minimum(np.maximum(lx, 0), width), np.minimum(np.maximum(ly, 0), height)
+    lx += bw
+    ly += bh
+    x1, y1 = np.minimum(np.maximum(lx, 0), width), np.minimum(np.maximum(ly, 0), height)
     keep &= (x1 > x0) & (y1 > y0)
+    mx, my = np.asarray(mvs["motion_x"]).astype(np.float64), np.asarray(mvs["motion_y"]).astype(np.float64)
+    src = np.asarray(mvs["source"])
+    if keep.all():  # the usual case: no copies through a mask
+        return x0, y0, x1, y1, -mx / ms, -my / ms, src
     ms = np.where(keep, ms, 1.0)
     return (x0[keep], y0[keep], x1[keep], y1[keep], (-mx / ms)[keep], (-my / ms)[keep], src[keep])
 
 
-def _mv_patch_sums(mvs, width: int, height: int, ny: int, nx: int, curator_blocks: bool):
-    """Patch sums of the painted magnitude field without painting it, or None if blocks overlap.
+class MotionVectorReducer:
+    """One frame's AVMotionVector records -> its :class:`MotionSample` (patch sums, areas and
+    Curator's patch-centre values), for pictures of one size.
 
-    Within one reference direction codec blocks tile the picture without overlap, and a
-    bi-predicted block carries its two vectors on the same rectangle, so "paint past, then
-    future" equals: drop each past-reference block whose rectangle also has a future vector, then
-    add |v| x (block area inside each patch). Exact, and ~20x cheaper than painting 1080p.
+    Shot spans are known only after the decode, and Curator samples each span on its own frame
+    grid, so every frame carrying vectors may be one a clip samples: the decoder reduces each
+    frame's thousands of vectors to this sample as it goes (a few dozen floats), instead of
+    keeping the vectors. It runs ~30 times a second of video, so what depends only on the size
+    (patch edges, centre points, areas) is computed once, and the same values come out of
+    cheaper steps than painting: "paint past, then future" is "drop each past-reference block
+    whose rectangle also has a future vector, then add |v| x (block area inside each patch)",
+    exact because within one reference direction codec blocks tile the picture without overlap
+    (overlapping blocks fall back to painting, the definition). One caller at a time: each call
+    borrows a scratch table of the reducer's.
     """
-    x0, y0, x1, y1, vx, vy, src = _mv_rects(mvs, width, height, curator_blocks)
-    future = src > 0
-    if x0.size and future.any():  # P-frames have past vectors only: nothing to drop
-        key = ((x0 * 16384 + y0) * 16384 + x1) * 16384 + y1
-        drop = ~future & np.isin(key, key[future])
-        keepm = ~drop
-        x0, y0, x1, y1, vx, vy = (a[keepm] for a in (x0, y0, x1, y1, vx, vy))
-    if ((x1 - x0) * (y1 - y0)).sum() > width * height:
-        return None  # overlapping blocks: only painting defines the answer
-    ey, ex = split_edges(height, ny), split_edges(width, nx)
-    mag = np.hypot(vx, vy) / float(width + height)
-    oy = np.maximum(np.minimum(y1[:, None], ey[None, 1:]) - np.maximum(y0[:, None], ey[None, :-1]), 0)
-    ox = np.maximum(np.minimum(x1[:, None], ex[None, 1:]) - np.maximum(x0[:, None], ex[None, :-1]), 0)
-    sums = (mag[:, None] * oy).T @ ox.astype(np.float64)
-    area = np.outer(np.diff(ey), np.diff(ex)).astype(np.float64)
-    return sums, area
 
+    def __init__(self, width: int, height: int, curator_blocks: bool = False):
+        self.width, self.height, self.curator_blocks = int(width), int(height), curator_blocks
+        self.ny, self.nx = patch_grid(self.width, self.height)
+        ey, ex = split_edges(self.height, self.ny), split_edges(self.width, self.nx)
+        self.area = np.outer(np.diff(ey), np.diff(ex)).astype(np.float64)
+        ey, ex = ey.astype(np.int32), ex.astype(np.int32)
+        self._ey = (ey[None, :-1], ey[None, 1:])
+        self._ex = (ex[None, :-1], ex[None, 1:])
+        self._py = centre_points(self.height, self.ny).ravel().astype(np.int32)
+        self._px = centre_points(self.width, self.nx).ravel().astype(np.int32)
+        # How many centre rows (columns) lie before each coordinate: a block [y0, y1) covers one
+        # iff the counts at y0 and y1 differ (two lookups instead of comparing every point).
+        self._rows_before = np.searchsorted(self._py, np.arange(self.height + 1)).astype(np.int32)
+        self._cols_before = np.searchsorted(self._px, np.arange(self.width + 1)).astype(np.int32)
+        self._norm = float(self.width + self.height)
+        # Future-reference blocks by the 4x4 cell of their top-left corner (cleared after use).
+        self._cells_w = self.width // 4 + 1
+        self._corner = np.zeros((self.height // 4 + 1) * self._cells_w, np.int32)
 
-def _mv_patch_centres(mvs, width: int, height: int, ny: int, nx: int, curator_blocks: bool) -> np.ndarray:
-    """(ny, nx) magnitude of the painted field at Curator's patch-centre points (bilinear mean
-    of the 2x2 pixels around each centre), from the block rectangles without painting."""
-    py, px = centre_points(height, ny), centre_points(width, nx)
-    out = np.zeros((2 * ny, 2 * nx), np.float64)
-    if mvs is None or len(mvs) == 0:
+    def __call__(self, mvs, frame_index: int = 0, time: float = 0.0) -> MotionSample:
+        if mvs is None or len(mvs) == 0:
+            return self._painted(mvs, frame_index, time)
+        x0, y0, x1, y1, vx, vy, src = _mv_rects(mvs, self.width, self.height, self.curator_blocks)
+        mag = np.hypot(vx, vy) / self._norm
+        future = src > 0
+        sums = self.patch_sums(x0, y0, x1, y1, mag, future)
+        if sums is None:
+            return self._painted(mvs, frame_index, time)
+        return MotionSample(int(frame_index), float(time), sums, self.area, "motion_vectors",
+                            patch_centre=self.patch_centres(x0, y0, x1, y1, mag, future))
+
+    def _painted(self, mvs, frame_index: int, time: float) -> MotionSample:
+        """The definition: patch sums of the painted field (no vectors, or overlapping blocks)."""
+        w, h = self.width, self.height
+        flow = flow_from_motion_vectors(mvs, w, h, cell=MV_CELL, curator_blocks=self.curator_blocks)
+        mag = np.sqrt((flow * flow).sum(axis=-1)) / float(w + h)
+        row_edges = np.minimum(np.arange(flow.shape[0] + 1) * MV_CELL, h)
+        col_edges = np.minimum(np.arange(flow.shape[1] + 1) * MV_CELL, w)
+        sums, area = patch_sums(mag, row_edges, col_edges, self.ny, self.nx, h, w)
+        if mvs is None or len(mvs) == 0:
+            centre = np.zeros((self.ny, self.nx), np.float64)
+        else:
+            x0, y0, x1, y1, vx, vy, src = _mv_rects(mvs, w, h, self.curator_blocks)
+            centre = self.patch_centres(x0, y0, x1, y1, np.hypot(vx, vy) / self._norm, src > 0)
+        return MotionSample(int(frame_index), float(time), to_host(sums), area, "motion_vectors",
+                            patch_centre=centre)
+
+    def _past_duplicates(self, x0, y0, x1, y1, future) -> np.ndarray:
+        """Past-reference blocks whose rectangle also carries a future vector (bool mask)."""
+        out = np.zeros(future.shape, bool)
+        fidx = np.flatnonzero(future)
+        if fidx.size == 0:
+            return out
+        cell = (y0 >> 2) * self._cells_w + (x0 >> 2)
+        fc = cell[fidx]
+        tbl, tag = self._corner, np.arange(1, fidx.size + 1, dtype=np.int32)
+        tbl[fc] = tag
+        try:
+            if np.array_equal(tbl[fc], tag):  # one future block per corner cell (always, for codecs)
+                found = tbl[cell]
+                cand = np.flatnonzero((found > 0) & ~future)  # past blocks sharing a future corner
+                j = fidx[found[cand] - 1]
+                same = (x0[j] == x0[cand]) & (y0[j] == y0[cand]) & (x1[j] == x1[cand]) & (y1[j] == y1[cand])
+                out[cand[same]] = True
+                return out
+        finally:
+            tbl[fc] = 0
+        key = ((x0.astype(np.int64) * 16384 + y0) * 16384 + x1) * 16384 + y1
+        fk = np.sort(key[future])
+        return ~future & (fk[np.minimum(np.searchsorted(fk, key), fk.size - 1)] == key)
+
+    def patch_sums(self, x0, y0, x1, y1, mag, future) -> np.ndarray | None:
+        """(ny, nx) sums of the painted magnitude, or None where blocks overlap."""
+        if x0.size and future.any():  # P-frames have past vectors only: nothing to drop
+            keep = np.flatnonzero(~self._past_duplicates(x0, y0, x1, y1, future))
+            x0, y0, x1, y1, mag = x0.take(keep), y0.take(keep), x1.take(keep), y1.take(keep), mag.take(keep)
+        if int(np.dot((x1 - x0).astype(np.int64), (y1 - y0).astype(np.int64))) > self.width * self.height:
+            return None  # overlapping blocks: only painting defines the answer
+        oy, ox = self._overlap(y0, y1, *self._ey), self._overlap(x0, x1, *self._ex)
+        # The same product, in the same layout, as ever: BLAS's summation order sets the last bits.
+        return (mag[:, None] * oy).T @ ox.astype(np.float64)
+
+    @staticmethod
+    def _overlap(lo, hi, edge_lo, edge_hi) -> np.ndarray:
+        """(n, parts) pixels of each block's [lo, hi) inside each patch interval (in place: the
+        temporaries of the plain expression cost as much as the arithmetic)."""
+        out = np.minimum(hi[:, None], edge_hi)
+        out -= np.maximum(lo[:, None], edge_lo)
+        return np.maximum(out, 0, out=out)
+
+    def patch_centres(self, x0, y0, x1, y1, mag, future) -> np.ndarray:
+        """(ny, nx) magnitude of the painted field at Curator's patch-centre points (bilinear
+        mean of the 2x2 pixels around each centre)."""
+        ny, nx, py, px = self.ny, self.nx, self._py, self._px
+        out = np.zeros((2 * ny, 2 * nx), np.float64)
+        # Only the few blocks over a centre point matter.
+        rb, cb = self._rows_before, self._cols_before
+        near = (rb[y0] < rb[y1]) & (cb[x0] < cb[x1])
+        iy = ((y0[near, None] <= py) & (py < y1[near, None])).astype(np.float64)
+        ix = ((x0[near, None] <= px) & (px < x1[near, None])).astype(np.float64)
+        mag, future = mag[near], future[near]
+        # Within one reference direction blocks do not overlap, so each point sums at most one
+        # block per direction; the future-reference block wins, as in the painting.
+        for sel in (~future, future):
+            val = np.einsum("n,ny,nx->yx", mag[sel], iy[sel], ix[sel])
+            hit = np.einsum("ny,nx->yx", iy[sel], ix[sel]) > 0
+            out = np.where(hit, val, out)
         return out.reshape(ny, 2, nx, 2).mean(axis=(1, 3))
+
+
+def _mv_patch_sums(mvs, width: int, height: int, ny: int, nx: int, curator_blocks: bool):
+    """(patch sums, areas) of the painted magnitude field without painting it, or None if
+    blocks overlap (``MotionVectorReducer``'s patch grid: ny, nx must be ``patch_grid``'s)."""
+    r = MotionVectorReducer(width, height, curator_blocks)
+    if (ny, nx) != (r.ny, r.nx):
+        raise ValueError(f"patch grid {(ny, nx)} is not {(r.ny, r.nx)} for {width}x{height}")
     x0, y0, x1, y1, vx, vy, src = _mv_rects(mvs, width, height, curator_blocks)
-    mag = np.hypot(vx, vy) / float(width + height)
-    iy = (y0[:, None] <= py.ravel()[None]) & (py.ravel()[None] < y1[:, None])
-    ix = (x0[:, None] <= px.ravel()[None]) & (px.ravel()[None] < x1[:, None])
-    # Only the few blocks over a centre point matter (every frame is scored when shot spans
-    # are sampled as Curator does, so this runs ~30 times a second of video).
-    near = iy.any(1) & ix.any(1)
-    iy, ix = iy[near].astype(np.float64), ix[near].astype(np.float64)
-    mag, src = mag[near], src[near]
-    # Within one reference direction blocks do not overlap, so each point sums at most one
-    # block per direction; the future-reference block wins, as in the painting.
-    future = src > 0
-    for sel in (~future, future):
-        val = np.einsum("n,ny,nx->yx", mag[sel], iy[sel], ix[sel])
-        hit = np.einsum("ny,nx->yx", iy[sel], ix[sel]) > 0
-        out = np.where(hit, val, out)
-    return out.reshape(ny, 2, nx, 2).mean(axis=(1, 3))
+    sums = r.patch_sums(x0, y0, x1, y1, np.hypot(vx, vy) / float(width + height), src > 0)
+    return None if sums is None else (sums, r.area)
 
 
 def motion_sample_from_mvs(mvs, width: int, height: int, frame_index: int = 0, time: float = 0.0,
                            curator_blocks: bool = False) -> MotionSample:
-    """Patch statistics of one frame's motion vectors (width/height: the decoded picture size)."""
-    ny, nx = patch_grid(width, height)
-    fast = _mv_patch_sums(mvs, width, height, ny, nx, curator_blocks) if mvs is not None and len(mvs) else None
-    if fast is not None:
-        sums, area = fast
-    else:
-        flow = flow_from_motion_vectors(mvs, width, height, cell=MV_CELL, curator_blocks=curator_blocks)
-        mag = np.sqrt((flow * flow).sum(axis=-1)) / float(width + height)
-        row_edges = np.minimum(np.arange(flow.shape[0] + 1) * MV_CELL, height)
-        col_edges = np.minimum(np.arange(flow.shape[1] + 1) * MV_CELL, width)
-        sums, area = patch_sums(mag, row_edges, col_edges, ny, nx, height, width)
-    centre = _mv_patch_centres(mvs, width, height, ny, nx, curator_blocks)
-    return MotionSample(int(frame_index), float(time), to_host(sums), area, "motion_vectors",
-                        patch_centre=centre)
+    """Patch statistics of one frame's motion vectors (width/height: the decoded picture size).
+    Many frames of one video: make one :class:`MotionVectorReducer` and call it."""
+    return MotionVectorReducer(width, height, curator_blocks)(mvs, frame_index, time)
 
 
 def motion_samples_from_mvs(mv_samples, width: int, height: int, curator_blocks: bool = False) -> list[MotionSample]:
     """MotionSamples from the decoder's ``(time, frame_index, mvs)`` list."""
-    return [motion_sample_from_mvs(m, width, height, frame_index=i, time=t, curator_blocks=curator_blocks)
-            for t, i, m in mv_samples]
+    reduce = MotionVectorReducer(width, height, curator_blocks)
+    return [reduce(m, frame_index=i, time=t) for t, i, m in mv_samples]
 
 
 def motion_score_from_mvs(mv_frames, width: int, height: int, curator_blocks: bool = False) -> MotionScore:

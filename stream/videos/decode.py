@@ -54,7 +54,8 @@ class AnalysisFrames:
     frames: np.ndarray  # (N, h, w, 3) uint8 RGB, upright, at analysis_size
     times: np.ndarray  # (N,) float64 seconds from the stream start
     frame_indices: np.ndarray  # (N,) int64 presentation-order picture numbers
-    mv_samples: list[tuple[float, int, np.ndarray]] | None  # (time, frame_index, AVMotionVector records)
+    # (time, frame_index, AVMotionVector records), or what the decoder's mv_reduce made of them
+    mv_samples: list[tuple[float, int, Any]] | None
     analysis_size: tuple[int, int]  # (w, h) of frames
     source: VideoInfo
     decode_errors: int = 0  # packets the decoder rejected (skipped), cumulative in a stream of chunks
@@ -150,6 +151,10 @@ class AnalysisDecoder:
     mv_frames: with ``mv_sample_fps=None``, keep the vectors of frame index i only where
         ``mv_frames(i)`` (Curator samples each clip on its own frame grid, which fixed spans
         know before the decode); None keeps every frame carrying vectors.
+    mv_reduce: called as ``mv_reduce(records, frame_index, time)`` on each kept frame's vectors
+        as it is decoded; ``mv_samples`` then holds what it returns instead of the records. With
+        every frame's vectors kept (shot spans), a 720p H.264 frame carries ~7000 records
+        (~250 kB): reduced at once, a chunk holds a few floats per frame instead.
 
     Every chunk is a fresh array (the consumer may keep it). Packets the decoder rejects are
     skipped and counted (``decode_errors``); a stream from which no frame decodes raises
@@ -158,11 +163,13 @@ class AnalysisDecoder:
 
     def __init__(self, path, info: VideoInfo, settings: AnalysisSettings = AnalysisSettings(),
                  on_frame: Callable[[float, Any], None] | None = None,
-                 mv_frames: Callable[[int], bool] | None = None):
+                 mv_frames: Callable[[int], bool] | None = None,
+                 mv_reduce: Callable[[np.ndarray, int, float], Any] | None = None):
         if settings.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.info, self.settings, self.on_frame = info, settings, on_frame
         self.mv_frames = mv_frames
+        self.mv_reduce = mv_reduce
         self.src = path if path is not None else info.path
         self.name = str(getattr(self.src, "name", self.src))
         self.fps = info.fps if info.fps > 0 else 25.0
@@ -288,7 +295,8 @@ class AnalysisDecoder:
         if self.want_mvs and (self.mv_frames is None or self._mv_sampler.rate is not None or self.mv_frames(idx)):
             sd = frame.side_data.get("MOTION_VECTORS")
             if sd is not None and self._mv_sampler.take(t):
-                self._mvs.append((t, idx, sd.to_ndarray()))
+                mvs = sd.to_ndarray()
+                self._mvs.append((t, idx, mvs if self.mv_reduce is None else self.mv_reduce(mvs, idx, t)))
 
         keep = self._frame_sampler.take(t)
         if not keep and self._pair_pending:
@@ -339,8 +347,10 @@ def iter_analysis_frames(
     preview_height: int = 240,
     scale_threads: int = 1,
     mv_frames: Callable[[int], bool] | None = None,
+    mv_reduce: Callable[[np.ndarray, int, float], Any] | None = None,
 ) -> Iterator[AnalysisFrames]:
-    """Keyword form of ``AnalysisDecoder(path, info, AnalysisSettings(...), on_frame, mv_frames)``;
+    """Keyword form of ``AnalysisDecoder(path, info, AnalysisSettings(...), on_frame, mv_frames,
+    mv_reduce)``;
     see :class:`AnalysisSettings` for the parameters. A generator: nothing runs until the first
     chunk is asked for."""
     settings = AnalysisSettings(
@@ -349,7 +359,7 @@ def iter_analysis_frames(
         chunk_size=chunk_size, motion_pairs=motion_pairs, preview_fps=preview_fps,
         preview_height=preview_height, scale_threads=scale_threads,
     )
-    yield from AnalysisDecoder(path, info, settings, on_frame, mv_frames)
+    yield from AnalysisDecoder(path, info, settings, on_frame, mv_frames, mv_reduce)
 
 
 def concat_chunks(chunks: list[AnalysisFrames]) -> AnalysisFrames:

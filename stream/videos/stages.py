@@ -296,6 +296,9 @@ class AnalyzeStage(Stage):
             # first half's): fixed spans name those frames now; shot spans are known only after
             # the decode, and copy mode moves spans to keyframes, so there every frame's are kept.
             kw["mv_sample_fps"] = None
+            # Each frame's vectors become its few patch sums as it is decoded (on the decoding
+            # thread), so chunks never hold thousands of records per frame.
+            kw["mv_reduce"] = motion.reduce_mvs
             if spans and cfg.clip_mode != "copy":
                 wanted = {k for sp in spans
                           for k in curator_sample_frames(int(round(sp.start_s * fps)), int(round(sp.end_s * fps)), fps)}
