@@ -31,6 +31,7 @@ from curastream.engine.names import printable
 from curastream.engine.run import Run
 from curastream.engine.schemas import IMAGE_SCHEMA
 from curastream.engine.stats import RunStats
+from curastream.images import dedup_facts
 from curastream.images.dedup import decide
 from curastream.images.inputs import ImageInput, source_identity
 from curastream.images.listing import list_image_inputs
@@ -106,16 +107,35 @@ def _curate_on_ray(ray, run: Run, cfg: ImageRunConfig, inputs: list[ImageInput])
     plan_ref = None
     analysed = {}
     first = None
+    reused_n = 0
     if cfg.filters.dedup and work:
-        analyse_task = ray.remote(_analyse_partition).options(num_returns=2, **opts)
-        # Pass 1 covers done inputs too, as locally: a resume decides the same groups.
-        pairs = [analyse_task.remote(task_cfg, p.inputs) for p in parts]
-        analysed = {p.index: refs[0] for p, refs in zip(parts, pairs)}
-        firsts = gather(ray, [refs[1] for refs in pairs])
-        plan = decide((f for r in firsts for f in r["facts"]), cfg.filters.dedup_distance)
-        log.info("dedup: %d of %d inputs are near-duplicates of a better copy", len(plan.duplicate_of), plan.planned)
+        # Pass 1 covers done inputs too, as locally: a resume decides the same groups; what an
+        # earlier run of this output analysed is read back (images.dedup_facts), as locally.
+        fp = dedup_facts.fingerprint(cfg, device_kind)
+        saved = dedup_facts.load(storage, fp) if run.resuming else {}
+        reused = {p.index: dedup_facts.reuse(saved, p.inputs) for p in parts}
+        analyse_task = ray.remote(_analyse_partition).options(**opts)
+        fresh = [p for p in parts if reused[p.index][0]]
+        firsts = gather(ray, [analyse_task.remote(task_cfg, reused[p.index][0]) for p in fresh])
+        by_part = {p.index: (dict(reused[p.index][1]), list(reused[p.index][2])) for p in parts}
+        for p, r in zip(fresh, firsts):
+            by_part[p.index][0].update(r.pop("analysed"))
+            by_part[p.index][1].extend(r["facts"])
+        facts = [f for _, fs in by_part.values() for f in fs]
+        all_analysed = {k: a for az, _ in by_part.values() for k, a in az.items()}
+        dedup_facts.save(storage, fp, inputs, all_analysed, facts)
+        plan = decide(facts, cfg.filters.dedup_distance)
+        reused_n = len(inputs) - sum(len(reused[p.index][0]) for p in fresh)
+        log.info("dedup: %d of %d inputs are near-duplicates of a better copy (%d analysed before)",
+                 len(plan.duplicate_of), plan.planned, reused_n)
         plan_ref = ray.put(plan)
-        first = merge_stats("images", firsts, time.perf_counter() - t0, prefix="analyse:")
+        # pass 2 of a partition needs the values of its inputs left to write only
+        analysed = {p.index: ray.put({i.key: by_part[p.index][0][i.key] for i in todo[p.index]
+                                      if i.key in by_part[p.index][0]}) for p in work}
+        if firsts:
+            first = merge_stats("images", firsts, time.perf_counter() - t0, prefix="analyse:")
+    elif cfg.filters.dedup and run.resuming:
+        dedup_facts.adopt(storage)
     write_task = ray.remote(_write_partition).options(**opts)
     run_id = run.output.lock.run_id
     refs = [write_task.remote(task_cfg, todo[p.index], p.name_hash, shards_of[p.name_hash], plan_ref,
@@ -133,7 +153,9 @@ def _curate_on_ray(ray, run: Run, cfg: ImageRunConfig, inputs: list[ImageInput])
     stats = merge_stats("images", results, time.perf_counter() - t0)
     if first is not None:
         merge_into(stats, first)
-        stats.extra.update(dedup_passes=2, near_duplicates=len(ray.get(plan_ref).duplicate_of))
+    if plan_ref is not None:
+        stats.extra.update(dedup_passes=2, near_duplicates=len(ray.get(plan_ref).duplicate_of),
+                           dedup_analysed=len(inputs) - reused_n, dedup_analysis_reused=reused_n)
     stats.extra.update(device=device_kind, shards=sum(len(r["shards"]) for r in results),
                        resumed_skipped=len(inputs) - n_todo, inputs_listed=len(inputs), partitions=len(parts),
                        task_cpus=cpus)
@@ -143,8 +165,8 @@ def _curate_on_ray(ray, run: Run, cfg: ImageRunConfig, inputs: list[ImageInput])
 
 # -- tasks (run on the workers) -------------------------------------------------------------------
 def _analyse_partition(cfg: ImageRunConfig, inputs: list[ImageInput]):
-    """Pass 1 over one partition: its per-key values (kept in the object store for pass 2) and
-    its dedup facts (to the driver)."""
+    """Pass 1 over one partition's inputs: its per-key values and its dedup facts, both to the
+    driver (small: never pixels), which keeps them for a resume and hands pass 2 its part."""
     import ray
 
     t0 = time.perf_counter()
@@ -152,8 +174,8 @@ def _analyse_partition(cfg: ImageRunConfig, inputs: list[ImageInput]):
     models = make_models(cfg.models)
     pipe = analysis_pipeline(cfg, inputs, device, models, with_model_columns(IMAGE_SCHEMA, models))
     analysed, facts = analyse_facts(pipe, cfg.filters)
-    return analysed, {"facts": facts, "stats": pipe.stats.to_dict(), "node": node_name(ray),
-                      "seconds": time.perf_counter() - t0, "items": len(inputs)}
+    return {"analysed": analysed, "facts": facts, "stats": pipe.stats.to_dict(), "node": node_name(ray),
+            "seconds": time.perf_counter() - t0, "items": len(inputs)}
 
 
 class _PartitionSink(ImageRunSink):

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 LAYOUT_DIRS = frozenset({"clips", "filtered_clips", "previews", "metas", "iv2_embd", "ce1_embd",
                          "iv2_embd_parquet", "ce1_embd_parquet", "processed_videos", "processed_clip_chunks"})
 # Run files: where this version writes them, and (root) where earlier versions did.
-RUN_FILES = frozenset({f"{MARK_DIR}/rejects.parquet", f"{MARK_DIR}/summary.json", f"{MARK_DIR}/run.json"})
+RUN_FILES = frozenset({f"{MARK_DIR}/rejects.parquet", f"{MARK_DIR}/summary.json", f"{MARK_DIR}/run.json",
+                       f"{MARK_DIR}/dedup_facts.parquet"})
 LEGACY_RUN_FILES = frozenset({"rejects.parquet", "summary.json"})
 # A shard's Parquet (writers/image_shards.py), at the root: the commit point of a shard, so
 # what an unrecorded run that the user resumes committed. A lone tar is not claimed by its name:

@@ -25,9 +25,11 @@ Laplacian variance of the 256 px analysis view, which sees finer blur than the 6
 on a 4000 px photo, can go unseen by both) - then more file bytes, then the smaller key. It is a total order, so the result does not depend on input
 order, batch size or worker count. Groups form greedily in that order: an item within
 ``dedup_distance`` bits of an already kept item is a duplicate of the best such item, else it
-is kept. Inputs rejected for any other reason (unreadable, undecodable, below a threshold) take
-no part, so a kept copy always passes the filters. A resume analyses all inputs again, done
-ones included, and decides the same groups.
+is kept (:func:`decide`, by sorting and whole-array banding in images.near_groups: a million
+inputs in seconds). Inputs rejected for any other reason (unreadable, undecodable, below a
+threshold) take no part, so a kept copy always passes the filters. A resume decides over all
+inputs, done ones included, so it decides the same groups; pass 1's results of the inputs an
+earlier run analysed are read back from the output (images.dedup_facts), not computed again.
 
 Limits: a kept copy that then fails in the encode stage (rare: a re-encode running out of
 memory) leaves its duplicates rejected, naming it. An input whose bytes change between the
@@ -44,9 +46,9 @@ from curastream.config import ImageFilters
 from curastream.engine.batch import Batch
 from curastream.engine.pipeline import Stage
 from curastream.engine.schemas import IMAGE_SCORE_COLUMNS
+from curastream.images.near_groups import winners
 from curastream.images.probe import probe_image
 from curastream.images.stages import FILTER_COLUMNS, filter_reason
-from curastream.kernels.phash import NearDuplicateIndex
 
 try:
     import cv2
@@ -88,18 +90,32 @@ class DedupPlan:
 
 
 def decide(facts: Iterable[DedupFacts], distance: int) -> DedupPlan:
-    """Greedy grouping in rank order (see the module docstring)."""
-    plan = DedupPlan(distance)
-    kept = NearDuplicateIndex(distance)
-    for f in sorted(facts, key=lambda f: f.rank):
-        plan.planned += 1
-        # find() returns the earliest added match, i.e. the best-ranked kept copy.
-        winner = kept.find(f.phash)
-        if winner is None:
-            kept.add(f.phash, f.key)
-        else:
-            plan.duplicate_of[f.key] = winner
+    """Greedy grouping in rank order (see the module docstring), by images.near_groups."""
+    facts = list(facts)
+    plan = DedupPlan(distance, planned=len(facts))
+    if not facts:
+        return plan
+    order = rank_order(facts)
+    keys = [facts[i].key for i in order]
+    win = winners(np.fromiter((facts[i].phash for i in order), dtype=np.uint64, count=len(facts)), distance)
+    for j in np.flatnonzero(win >= 0).tolist():
+        plan.duplicate_of[keys[j]] = keys[int(win[j])]
     return plan
+
+
+def rank_order(facts: list[DedupFacts]) -> list[int]:
+    """Indices of ``facts`` sorted by :attr:`DedupFacts.rank`, best first, sorted by NumPy."""
+    keys = [f.key for f in facts]
+    if any("\x00" in k for k in keys):  # NumPy's text type drops trailing NULs: sort as Python does
+        return sorted(range(len(facts)), key=lambda i: facts[i].rank)
+    n = len(facts)
+    pixels = np.fromiter((f.pixels for f in facts), dtype=np.int64, count=n)
+    sharpness = np.fromiter((f.sharpness for f in facts), dtype=np.float64, count=n)
+    nbytes = np.fromiter((f.nbytes for f in facts), dtype=np.int64, count=n)
+    key_rank = np.empty(n, dtype=np.int64)
+    key_rank[np.argsort(np.array(keys), kind="stable")] = np.arange(n)
+    # lexsort: the last key is the primary one
+    return np.lexsort((key_rank, -nbytes, -sharpness, -pixels)).tolist()
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from curastream.engine.schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS, MODEL_S
 from curastream.engine.sink import Sink
 from curastream.engine.stats import RunStats
 from curastream.engine.storage import Storage
-from curastream.images.dedup import AnalysedStage, analyse
+from curastream.images import dedup_facts
+from curastream.images.dedup import AnalysedStage, analyse_facts, decide
 from curastream.images.inputs import ImageInput, sha8, source_identity, with_suffix
 from curastream.images.listing import list_image_inputs
 from curastream.images.probe import DEFAULT_MAX_PIXELS
@@ -311,13 +312,27 @@ def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device
     writer = shard_writer(cfg, storage, name_hash if cfg.deterministic_name else None, start_index, models,
                           extra_fields=user_fields)
     todo = [i for i in inputs if source_identity(i.source, i.member) not in skip]
-    plan = analysed = None
+    plan = analysed = first = None
     if cfg.filters.dedup and todo:
-        # Pass 1 of two (images.dedup): decode and score everything, done inputs too, so that
-        # a resume decides the same groups; pass 2 below writes without decoding again.
-        first = analysis_pipeline(cfg, inputs, device, models, schema)
-        analysed, plan = analyse(first, cfg.filters)
-        log.info("dedup: %d of %d inputs are near-duplicates of a better copy", len(plan.duplicate_of), plan.planned)
+        # Pass 1 of two (images.dedup): every input, done ones too, so that a resume decides
+        # the same groups; what an earlier run of this output analysed is read back
+        # (images.dedup_facts), the rest decoded and scored. Pass 2 below writes without
+        # decoding again.
+        fp = dedup_facts.fingerprint(cfg, device.kind)
+        saved = dedup_facts.load(storage, fp) if run.resuming else {}
+        fresh, analysed, facts = dedup_facts.reuse(saved, inputs)
+        new_analysed, new_facts = {}, []
+        if fresh:
+            first = analysis_pipeline(cfg, fresh, device, models, schema)
+            new_analysed, new_facts = analyse_facts(first, cfg.filters)
+        analysed.update(new_analysed)
+        facts += new_facts
+        dedup_facts.save(storage, fp, inputs, analysed, facts)
+        plan = decide(facts, cfg.filters.dedup_distance)
+        log.info("dedup: %d of %d inputs are near-duplicates of a better copy (%d analysed before)",
+                 len(plan.duplicate_of), plan.planned, len(inputs) - len(fresh))
+    elif cfg.filters.dedup and run.resuming:
+        dedup_facts.adopt(storage)
     stages = write_stages(cfg, device, seen, plan, analysed, models, schema)
     if composed is not None:
         stages = composed.arrange(stages)
@@ -334,13 +349,15 @@ def _curate_into(run: Run, cfg: ImageRunConfig, inputs: list[ImageInput], device
         source_columns=READ_COLUMNS, stats=run.stats,
     )
     stats = run.execute(pipe)
-    if analysed is not None:
+    if first is not None:
         # One run, two passes: its time and its stages are both passes' (decode and score are
         # in the first), so items/s and the bottleneck stay true.
         stats.wall_s += first.stats.wall_s
         stats.stages = first.stats.stages + stats.stages
         stats.queues = first.stats.queues + stats.queues
-        stats.extra.update(dedup_passes=2, near_duplicates=len(plan.duplicate_of))
+    if analysed is not None:
+        stats.extra.update(dedup_passes=2, near_duplicates=len(plan.duplicate_of), dedup_analysed=len(fresh),
+                           dedup_analysis_reused=len(inputs) - len(fresh))
     stats.extra.update(device=device.kind, shards=len(writer.shards_written), resumed_skipped=len(inputs) - len(todo),
                        inputs_listed=len(inputs))
     return run.finish({"shard_name_hash": name_hash, "inputs": len(inputs)})
