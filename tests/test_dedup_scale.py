@@ -118,6 +118,7 @@ def test_extreme_distances():
     assert decide([], 4).duplicate_of == {}
 
 
+@pytest.mark.slow
 def test_a_large_input_is_decided_fast():
     """300k inputs with near copies: the old per-input walk took ~20 s here; seconds now."""
     import time
@@ -225,6 +226,7 @@ def test_a_resume_with_more_inputs_decodes_only_the_new_ones(two_batches, tmp_pa
                                                                    "b_half_chelsea"}
 
 
+@pytest.mark.slow
 def test_changed_inputs_and_other_decoders_are_analysed_again(two_batches, tmp_path, decodes):
     """(A resume with nothing left to write runs no pass 1 at all: each step brings new inputs.)"""
     a, b = two_batches

@@ -64,7 +64,11 @@ def _same(a: MotionSample, b: MotionSample) -> bool:
                                  (a.patch_centre, b.patch_centre))))
 
 
-@pytest.mark.parametrize("name", ALL)
+# make test-fast checks one B-frame video (bi-predicted blocks); the full suite every one
+FAST_VIDEO = "moviepy_chaplin.mp4"
+
+
+@pytest.mark.parametrize("name", [n if n == FAST_VIDEO else pytest.param(n, marks=pytest.mark.slow) for n in ALL])
 def test_every_frame_reduces_to_the_reference_sample(name):
     info, raw = _raw_vectors(name)
     assert raw, f"{name}: no frame carried vectors"
