@@ -60,6 +60,7 @@ from _bench_common import (  # noqa: E402
     MEDIA,
     ROOT,
     Row,
+    repeat_fresh_interleaved,
     default_curator_python,
     emit_result,
     fmt,
@@ -102,8 +103,8 @@ def pick_videos(media: Path, tmp: Path, all_codecs: bool) -> tuple[list[Path], s
 
 
 def link_inputs(files: list[Path], dst: Path, reps: int = 1) -> Path:
-    """Copies, not symlinks: curastream resolves video paths (realpath) before checking that they
-    lie under input_path, so a symlinked file pointing outside the input folder is refused."""
+    """Copies (the benched runs read real files of their own; symlinks work too since clip
+    paths are compared as given, which the --memory mode uses)."""
     for r in range(reps):
         d = dst / f"rep{r:02d}" if reps > 1 else dst
         d.mkdir(parents=True, exist_ok=True)
@@ -284,12 +285,185 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ --memory
+
+
+def link_copies(files: list[Path], dst: Path, reps: int) -> Path:
+    """``reps`` folders of symlinks to ``files``: the same bytes under ``reps`` x as many names
+    (the layout keeps a link's own name under input_path), nothing copied."""
+    for r in range(reps):
+        d = dst / f"rep{r:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            (d / f.name).symlink_to(f.resolve())
+    return dst
+
+
+def memory_child(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--src", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--split", choices=["fixed", "scenes"], required=True)
+    a = ap.parse_args(argv)
+    from curastream import VideoRunConfig, run_videos
+
+    cfg = VideoRunConfig(sources=[a.src], output=a.out, split=a.split, progress=False)
+    t0 = time.perf_counter()
+    stats = run_videos(cfg)
+    emit_result(wall_s=time.perf_counter() - t0, items=stats.items_in, clips=stats.extra.get("clips", 0),
+                rejected=stats.items_rejected)
+    return 0
+
+
+def memory_main(args: argparse.Namespace) -> int:
+    """Peak RSS (process tree) of a default videos run at 1x and Nx the input, per split mode:
+    memory should be bounded by the work in flight, not grow with the number of videos."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-videos-mem-"))
+    outs = Outs(tmp / "out")
+    d = Path(args.media) / "videos"
+    files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.endswith(".txt")) if d.is_dir() else []
+    if not files:
+        from curastream.samples import make_sample_videos
+
+        files = [v.path for v in make_sample_videos(tmp / "samples", size=(640, 360))]
+    n = args.memory_factor
+    inputs = {"1x": link_copies(files, tmp / "in1", 1), f"{n}x": link_copies(files, tmp / f"in{n}", n)}
+    print(f"# bench_videos --memory\n{machine_line()}\ninput: {len(files)} videos from {files[0].parent} "
+          f"({sum(f.stat().st_size for f in files) / 1e6:.1f} MB), 1x and {n}x (symlinks); "
+          f"median of {args.memory_repeat}\n", flush=True)
+    rows: dict = {}
+    for split in args.memory_splits.split(","):
+        for label, src in inputs.items():
+            rows[split, label] = repeat_fresh(f"{split} {label}", lambda out, src=src, split=split: self_cmd(
+                SCRIPT, "_memchild", "--src", str(src), "--out", out, "--split", split),
+                outs, args.memory_repeat, unit="videos")
+    print("\n| split | input | videos | clips | wall s | peak RSS MB (tree) | runs |\n|---|---|---|---|---|---|---|")
+    for (split, label), r in rows.items():
+        if r.good:
+            res = r.good[0].result
+            print(f"| {split} | {label} | {res.get('items')} | {res.get('clips')} | {fmt(r.med('wall_s'))} | "
+                  f"{fmt(r.med('tree_rss_mb'))} | {', '.join(fmt(x.tree_rss_mb) for x in r.good)} |")
+        else:
+            print(f"| {split} | {label} | failed: {r.runs[-1].error if r.runs else '?'} | | | | |")
+    print()
+    for split in args.memory_splits.split(","):
+        one, many = rows[split, "1x"].med("tree_rss_mb"), rows[split, f"{n}x"].med("tree_rss_mb")
+        growth = ratio(many, one)
+        print(f"- {split}: peak RSS {n}x / 1x: {fmt(growth)}x  target <= 1.1x  "
+              f"{verdict(growth, 1.1, higher_is_better=False)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({f"{s} {l}": {"tree_rss_mb": r.med("tree_rss_mb"),
+                                                            "wall_s": r.med("wall_s"),
+                                                            "runs_tree_rss_mb": [x.tree_rss_mb for x in r.good]}
+                                               for (s, l), r in rows.items()}, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ --mv-scenes
+
+
+MV_SCENES_VIDEOS = ("imageio_cockatoo.mp4", "pyscenedetect_testvideo.mp4")
+MV_VARIANTS = {
+    "after": "each frame's vectors reduced to patch sums as decoded (MotionVectorReducer)",
+    "before": "every frame's records kept per chunk, reduced in add() by the pre-issue-14 kernel",
+    "after-main": "the new reduction, but records kept per chunk and reduced in add() (main thread)",
+    "2fps": "vectors of 2 frames/s only (the cost before every frame's were kept; other scores)",
+}
+
+
+def mv_scenes_child(argv: list[str]) -> int:
+    """One ``--split scenes --dry-run`` run of one video in this process, the motion-vector path
+    switched to ``--variant``: "before" puts back the old path (tests/motion_reference.py's
+    kernel, records handed whole to the accumulator), "2fps" the rate vectors had before."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--src", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--variant", choices=list(MV_VARIANTS), required=True)
+    a = ap.parse_args(argv)
+    from curastream import VideoRunConfig, run_videos
+    from curastream.kernels import motion_accumulator
+    from curastream.videos import stages
+
+    real = stages.iter_analysis_frames
+    if a.variant == "before":
+        sys.path.insert(0, str(ROOT / "tests"))
+        import motion_reference
+
+        class _Before:
+            def __init__(self, w, h, curator_blocks=False):
+                self.w, self.h, self.cb = w, h, curator_blocks
+
+            def __call__(self, m, i=0, t=0.0):
+                return motion_reference.motion_sample_from_mvs(m, self.w, self.h, i, t, self.cb)
+
+        motion_accumulator.MotionVectorReducer = _Before
+        stages.iter_analysis_frames = lambda *args, mv_reduce=None, **kw: real(*args, **kw)
+    elif a.variant == "after-main":
+        stages.iter_analysis_frames = lambda *args, mv_reduce=None, **kw: real(*args, **kw)
+    elif a.variant == "2fps":
+        stages.iter_analysis_frames = lambda *args, mv_reduce=None, mv_sample_fps=None, **kw: real(
+            *args, mv_sample_fps=2.0, **kw)
+    cfg = VideoRunConfig(sources=[a.src], output=a.out, split="scenes", dry_run=True, previews=False,
+                         progress=False)
+    t0 = time.perf_counter()
+    stats = run_videos(cfg)
+    wall = time.perf_counter() - t0
+    summ = json.loads(Path(a.out, "_curastream", "summary.json").read_text())
+    emit_result(wall_s=wall, items=stats.items_in, clips=stats.extra.get("clips", 0),
+                analysis_s=sum(v.get("analysis_s") or 0 for v in summ["videos"]))
+    return 0
+
+
+def mv_scenes_main(args: argparse.Namespace) -> int:
+    """Issue 14: the default --split scenes analysis with every frame's motion vectors, before
+    (records kept, old kernel) vs after (reduced as decoded), and at the old 2 frames/s rate."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-videos-mv-"))
+    outs = Outs(tmp / "out")
+    print(f"# bench_videos --mv-scenes\n{machine_line()}\n"
+          + "".join(f"{k}: {v}\n" for k, v in MV_VARIANTS.items())
+          + f"interleaved, median of {args.repeat} (min-max); analysis_s = the stage's own time\n", flush=True)
+    table_rows, ratios = [], {}
+    for name in MV_SCENES_VIDEOS:
+        f = Path(args.media) / "videos" / name
+        if not f.exists():
+            print(f"- {name}: absent, skipped")
+            continue
+        src = tmp / "in" / name
+        src.mkdir(parents=True)
+        (src / name).symlink_to(f.resolve())
+        specs = {v: (f"{name} {v}", lambda out, v=v, src=src: self_cmd(
+            SCRIPT, "_mvchild", "--src", str(src), "--out", out, "--variant", v), {"unit": "videos"})
+                 for v in MV_VARIANTS}
+        rows = repeat_fresh_interleaved(specs, outs, args.repeat)
+        for v, r in rows.items():
+            vals = sorted(x.result.get("analysis_s") or 0 for x in r.good)
+            spread = f"{vals[0]:.2f}-{vals[-1]:.2f}" if vals else ""
+            table_rows.append(f"| {name} | {v} | {fmt(r.med_result('analysis_s'))} | {spread} | "
+                              f"{fmt(r.med('wall_s'))} | {fmt(r.med('cpu_s'))} | {fmt(r.med('tree_rss_mb'))} |")
+        # CPU seconds as well: on a shared machine they move far less than wall time.
+        ratios[name] = [ratio(rows[a].med_result("analysis_s"), rows[b].med_result("analysis_s"))
+                        for a, b in (("before", "after"), ("after", "2fps"))]
+        ratios[name] += [ratio(rows[a].med("cpu_s"), rows[b].med("cpu_s")) for a, b in (("before", "after"), ("after", "2fps"))]
+    print("\n| video | variant | analysis s | spread | wall s | CPU s | peak RSS MB |\n|---|---|---|---|---|---|---|")
+    print("\n".join(table_rows))
+    for name, (speedup, over, cpu_speedup, cpu_over) in ratios.items():
+        print(f"- {name}: analysis s before / after {fmt(speedup)}x, after / 2fps {fmt(over)}x; "
+              f"CPU s before / after {fmt(cpu_speedup)}x, after / 2fps {fmt(cpu_over)}x")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 # ------------------------------------------------------------------------------------ parent
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
         return child_main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "_memchild":
+        return memory_child(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "_mvchild":
+        return mv_scenes_child(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--media", default=str(MEDIA))
     ap.add_argument("--all-codecs", action="store_true")
@@ -307,7 +481,19 @@ def main() -> int:
                     help="runs per RSS row (median): one peak on a shared machine moves by ~10%%")
     ap.add_argument("--json", default=None)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--memory", action="store_true",
+                    help="only measure peak RSS at 1x and --memory-factor x the input (symlinks), per split")
+    ap.add_argument("--memory-factor", type=int, default=5)
+    ap.add_argument("--memory-repeat", type=int, default=1)
+    ap.add_argument("--memory-splits", default="fixed,scenes")
+    ap.add_argument("--mv-scenes", action="store_true",
+                    help="only time --split scenes analysis of cockatoo and pyscenedetect_testvideo with "
+                         "every frame's motion vectors: before vs after issue 14, and at 2 frames/s")
     args = ap.parse_args()
+    if args.memory:
+        return memory_main(args)
+    if args.mv_scenes:
+        return mv_scenes_main(args)
     skip = set(filter(None, args.skip.split(",")))
     cur_rep = args.curator_repeat or args.repeat
 

@@ -112,3 +112,7 @@ class WritePool:
             except (EndOfStream, Stopped):
                 return
             fn(*args)
+            # Dropped before waiting for the next task: an idle worker would otherwise keep
+            # its last chunk (every clip's media and previews) alive after the chunk's slot was
+            # released, outside the ``max_pending`` bound.
+            del fn, args

@@ -59,12 +59,18 @@ class Run:
         return self.stats
 
     def finish(self, extra_index: dict[str, Any] | None = None) -> RunStats:
-        """Write ``--stats`` and the index (the commit point, always last)."""
-        path = self.cfg.stats
-        if path:
-            write_stats(path, self.stats)
-        write_run_index(self.storage, self.kind, self.cfg.to_dict(), self.stats.to_dict(), extra=extra_index)
-        return self.stats
+        """Write ``--stats`` and the index (the commit point, always last). A medium's own run
+        files (the videos' summary) are written before this, so the index commits them too."""
+        return commit_run(self.storage, self.kind, self.cfg, self.stats, extra_index)
+
+
+def commit_run(storage: Storage, kind: str, cfg: Any, stats: RunStats,
+               extra_index: dict[str, Any] | None = None) -> RunStats:
+    """:meth:`Run.finish` for a run whose output session is held elsewhere (the Ray driver's)."""
+    if cfg.stats:
+        write_stats(cfg.stats, stats)
+    write_run_index(storage, kind, cfg.to_dict(), stats.to_dict(), extra=extra_index)
+    return stats
 
 
 def write_stats(path: str, stats: RunStats) -> None:

@@ -26,16 +26,13 @@ import pyarrow as pa
 from curastream.config import VideoRunConfig
 from curastream.engine.batch import Batch
 from curastream.engine.device import Device, DeviceError, resolve_device
-from curastream.engine.ipc import IpcEmitter
 from curastream.engine.lock import MARK_DIR
 from curastream.engine.names import printable
-from curastream.engine.output import OutputSession, check_not_overlapping
+from curastream.engine.output import check_not_overlapping
 from curastream.engine.pipeline import Pipeline
-from curastream.engine.progress import Progress
-from curastream.engine.run_index import write_run_index
+from curastream.engine.run import Run, commit_run
 from curastream.engine.run_settings import OutputSettingsError
 from curastream.engine.schemas import VIDEO_SCHEMA
-from curastream.engine.run import write_stats
 from curastream.engine.stats import RunStats
 from curastream.engine.storage import Storage
 from curastream.videos.gpu_decode import GPU_VIDEO_MODULES
@@ -86,9 +83,8 @@ def run_videos(cfg: VideoRunConfig) -> RunStats:
     if not inputs:  # an empty folder or glob is a mistake to report, not an empty dataset to write
         raise FileNotFoundError("no videos found in " + ", ".join(map(printable, cfg.sources)))
     input_path = resolve_input_path(cfg, inputs)
-    with OutputSession(cfg.output, cfg.storage_options, cfg.on_existing, cfg.sources, kind="videos",
-                       settings=cfg.to_dict()) as out:
-        return _write_videos(cfg, device, inputs, input_path, out)
+    with Run("videos", cfg) as run:
+        return _write_videos(run, cfg, device, inputs, input_path)
 
 
 def video_device(cfg: VideoRunConfig) -> Device:
@@ -159,21 +155,15 @@ def _refuse_name_clashes(storage: Storage, input_path: str, inputs: list[VideoIn
             + "; resume with the same inputs and --input-path, or write these to another output")
 
 
-def _write_videos(cfg: VideoRunConfig, device, inputs: list[VideoInput], input_path: str,
-                  out: OutputSession) -> RunStats:
-    storage, resuming = out.storage, out.resuming
-    todo, prior_rejects = resume_todo(cfg, storage, resuming, input_path, inputs)
-    writer = clip_writer(cfg, input_path, storage)
-    stats = RunStats(kind="videos")
-    progress = Progress(len(todo), "video", enabled=cfg.progress, sizes=[i.size for i in todo])
-    emitter = IpcEmitter(cfg.emit_ipc, include_bytes=cfg.emit_ipc_bytes) if cfg.emit_ipc else None
-    sink = VideoRunSink(cfg, storage, writer, stats, prior_rejects, emitter, progress)
-    pipe = _pipeline(todo, cfg, device, sink=sink, queue_bytes=256 << 20, stats=stats)
-    try:
-        pipe.run()
-    finally:
-        progress.close()
-    return finish_videos(cfg, storage, resuming, device.kind, stats, sink, writer.summary(), inputs, todo, input_path)
+def _write_videos(run: Run, cfg: VideoRunConfig, device, inputs: list[VideoInput], input_path: str) -> RunStats:
+    todo, prior_rejects = resume_todo(cfg, run.storage, run.resuming, input_path, inputs)
+    writer = clip_writer(cfg, input_path, run.storage)
+    progress = run.start_progress(len(todo), "video", sizes=[i.size for i in todo])
+    sink = VideoRunSink(cfg, run.storage, writer, run.stats, prior_rejects, run.emitter, progress)
+    stats = run.execute(_pipeline(todo, cfg, device, sink=sink, queue_bytes=256 << 20, stats=run.stats))
+    write_summary(cfg, run.storage, run.resuming, device.kind, stats, sink, writer.summary(), inputs, todo,
+                  input_path)
+    return run.finish({"input_path": input_path})
 
 
 def resume_todo(cfg: VideoRunConfig, storage: Storage, resuming: bool, input_path: str,
@@ -208,8 +198,15 @@ def clip_writer(cfg: VideoRunConfig, input_path: str, storage: Storage) -> ClipW
 
 def finish_videos(cfg: VideoRunConfig, storage: Storage, resuming: bool, device_kind: str, stats: RunStats, sink,
                   summary: dict, inputs: list[VideoInput], todo: list[VideoInput], input_path: str) -> RunStats:
-    """summary.json, --stats and the index. ``sink``: a VideoRunSink, or anything with its
-    per-video results (clips_*, videos_with_warnings, per_video, rejects)."""
+    """summary.json, --stats and the index, for a driver holding its own output session (Ray)."""
+    write_summary(cfg, storage, resuming, device_kind, stats, sink, summary, inputs, todo, input_path)
+    return commit_run(storage, "videos", cfg, stats, {"input_path": input_path})
+
+
+def write_summary(cfg: VideoRunConfig, storage: Storage, resuming: bool, device_kind: str, stats: RunStats, sink,
+                  summary: dict, inputs: list[VideoInput], todo: list[VideoInput], input_path: str) -> None:
+    """The run's figures into ``stats`` and ``_curastream/summary.json``. ``sink``: a VideoRunSink,
+    or anything with its per-video results (clips_*, videos_with_warnings, per_video, rejects)."""
     stats.extra.update(device=device_kind, clips=sink.clips_total, clips_passed=sink.clips_passed,
                        clips_filtered=sink.clips_filtered, videos_with_warnings=sink.videos_with_warnings,
                        resumed_skipped=len(inputs) - len(todo),
@@ -239,10 +236,6 @@ def finish_videos(cfg: VideoRunConfig, storage: Storage, resuming: bool, device_
     storage.write_atomic(SUMMARY_NAME, (json.dumps(doc, indent=2, default=str) + "\n").encode())
     if storage.owns("summary.json") and storage.exists("summary.json"):
         storage.delete("summary.json")  # an earlier version's, read above: the root is the dataset's
-    if cfg.stats:
-        write_stats(cfg.stats, stats)
-    write_run_index(storage, "videos", cfg.to_dict(), stats.to_dict(), extra={"input_path": input_path})
-    return stats
 
 
 def stream_videos(paths: Iterable[str], cfg: VideoRunConfig | None = None) -> Iterator[pa.RecordBatch]:
