@@ -441,3 +441,45 @@ def test_cli_gpu_without_gpu_is_a_one_line_error(tmp_path):
     err = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: --device gpu"), r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_thread_pins_the_last_item_while_it_waits(workers):
+    """Once an item is written, nothing in the engine keeps it alive while the source waits:
+    for videos an item is a whole video's batch with its clips, outside the queues' bounds."""
+    import gc
+    import threading
+    import time
+    import weakref
+
+    class Box:
+        pass
+
+    go, written = threading.Event(), threading.Event()
+    refs = []
+
+    def source():
+        first = Box()
+        refs.append(weakref.ref(first))
+        yield first
+        del first
+        go.wait(10)
+        yield Box()
+
+    class DroppingSink(Sink):
+        def write(self, item):
+            written.set()
+
+    t = threading.Thread(target=Pipeline(source(), [FunctionStage(lambda b: b, workers=workers)] * 2,
+                                         sink=DroppingSink()).run)
+    t.start()
+    try:
+        assert written.wait(10)
+        deadline = time.monotonic() + 5
+        while refs[0]() is not None and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.05)
+        assert refs[0]() is None, gc.get_referrers(refs[0]())
+    finally:
+        go.set()
+        t.join(10)

@@ -181,6 +181,10 @@ class Pipeline:
         try:
             for item in self.source:
                 out.put(item, item_nbytes(item))
+                # Loop variables outlive their item: without the del each thread would pin the
+                # last item it handled (a video's batch with all its clips) while it waits for
+                # the next one, outside the queues' byte bounds.
+                del item
             out.close()
         except Stopped:
             pass
@@ -228,6 +232,7 @@ class Pipeline:
                     st.rows_in += item_rows(item)
                     st.bytes_in += item_nbytes(item)
                     pending.append(pool.submit(self._timed, st, stage.process, item))
+                    del item
                     # bounded in-flight work; results leave in input order
                     while len(pending) >= 2 * stage.workers or (pending and pending[0].done()):
                         self._emit(out, st, self._wait(pending.popleft()))
@@ -239,6 +244,7 @@ class Pipeline:
                     st.rows_in += item_rows(item)
                     st.bytes_in += item_nbytes(item)
                     self._emit(out, st, self._timed(st, stage.process, item))
+                    del item
             self._emit(out, st, self._timed(st, stage.flush))
             out.close()
         except Stopped:
@@ -271,6 +277,7 @@ class Pipeline:
                 st.rows_in += item_rows(item)
                 st.bytes_in += item_nbytes(item)
                 self._timed(st, sink.write, item)
+                del item
             self._timed(st, sink.commit)
             ok = True
         except Stopped:
