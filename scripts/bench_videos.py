@@ -383,9 +383,9 @@ def mv_scenes_child(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     from curastream import VideoRunConfig, run_videos
     from curastream.kernels import motion_accumulator
-    from curastream.videos import stages
+    from curastream.videos import analyze
 
-    real = stages.iter_analysis_frames
+    real = analyze.iter_analysis_frames
     if a.variant == "before":
         sys.path.insert(0, str(ROOT / "tests"))
         import motion_reference
@@ -398,11 +398,11 @@ def mv_scenes_child(argv: list[str]) -> int:
                 return motion_reference.motion_sample_from_mvs(m, self.w, self.h, i, t, self.cb)
 
         motion_accumulator.MotionVectorReducer = _Before
-        stages.iter_analysis_frames = lambda *args, mv_reduce=None, **kw: real(*args, **kw)
+        analyze.iter_analysis_frames = lambda *args, mv_reduce=None, **kw: real(*args, **kw)
     elif a.variant == "after-main":
-        stages.iter_analysis_frames = lambda *args, mv_reduce=None, **kw: real(*args, **kw)
+        analyze.iter_analysis_frames = lambda *args, mv_reduce=None, **kw: real(*args, **kw)
     elif a.variant == "2fps":
-        stages.iter_analysis_frames = lambda *args, mv_reduce=None, mv_sample_fps=None, **kw: real(
+        analyze.iter_analysis_frames = lambda *args, mv_reduce=None, mv_sample_fps=None, **kw: real(
             *args, mv_sample_fps=2.0, **kw)
     cfg = VideoRunConfig(sources=[a.src], output=a.out, split="scenes", dry_run=True, previews=False,
                          progress=False)

@@ -20,7 +20,7 @@ from curastream.config import VideoRunConfig
 from curastream.engine.device import Device, DeviceError, resolve_device
 from curastream.kernels.motion_score import aggregate_motion
 from curastream.kernels.gpu_frames import resize_area_rgb, to_uint8, upright
-from curastream.videos import gpu_decode, stages
+from curastream.videos import analyze, gpu_decode, stages
 from curastream.videos import pipeline as video_pipeline
 from curastream.videos.decode import AnalysisDecoder, AnalysisSettings, concat_chunks
 from curastream.videos.gpu_decode import GpuAnalysisDecoder, NvdecUnsupported, iter_analysis_frames_gpu
@@ -212,7 +212,7 @@ def test_analyze_stage_on_gpu_device_matches_cpu_frames_method(monkeypatch, name
         chosen.append((device_id, kw.get("motion_vectors"), kw.get("on_frame")))
         return iter_analysis_frames_gpu(p, i, source=pyav_source(p, i), **kw)
 
-    monkeypatch.setattr(stages, "iter_analysis_frames_gpu", fake_gpu)
+    monkeypatch.setattr(analyze, "iter_analysis_frames_gpu", fake_gpu)
     cfg = VideoRunConfig(sources=[path], split="scenes", motion_method="auto", previews=True)
     g_spans, g_motion, g_scores, g_prev, g_media, _, _ = stages.AnalyzeStage(cfg, Device("gpu", 0))._analyze(path, info)
     assert chosen == [(0, False, None)]

@@ -28,6 +28,7 @@ from curastream.images import pipeline as image_pipeline
 from curastream.images import reading
 from curastream.images import stages as image_stages
 from curastream.images.inputs import ImageInput
+from curastream.videos import analyze as video_analyze
 from curastream.videos import stages as video_stages
 from curastream.videos.clip_preview import WEBP_MAX_SIDE, make_preview
 from curastream.writers.rejects import REJECTS_NAME, read_rejects
@@ -299,14 +300,14 @@ def test_exception_in_a_video_stage_is_that_videos_reject(tmp_path, monkeypatch,
     _video(src / "a.mp4", 64, 48)
     _video(src / "b.mp4", 64, 48)
     if where == "analyze":
-        real = video_stages.iter_analysis_frames
+        real = video_analyze.iter_analysis_frames
 
         def frames(path, *a, **kw):
             if path.endswith("a.mp4"):
                 raise KeyError("decoder state lost")
             return real(path, *a, **kw)
 
-        monkeypatch.setattr(video_stages, "iter_analysis_frames", frames)
+        monkeypatch.setattr(video_analyze, "iter_analysis_frames", frames)
     else:
         real_video = video_stages.ClipStage._video
 

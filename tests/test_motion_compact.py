@@ -18,7 +18,7 @@ from curastream.engine.device import Device
 from curastream.kernels.motion_accumulator import MotionAccumulator
 from curastream.kernels.motion_score import MotionSample, patch_grid
 from curastream.kernels.motion_vectors import MotionVectorReducer
-from curastream.videos import stages
+from curastream.videos import analyze, stages
 from curastream.videos.decode import AnalysisDecoder, AnalysisSettings
 from curastream.videos.probe import probe
 
@@ -162,14 +162,14 @@ def test_chunks_carry_a_few_floats_per_frame_not_the_vectors(monkeypatch):
     info, raw = _raw_vectors(name)
     raw_bytes = np.mean([m.nbytes for _, _, m in raw])
     seen: list = []
-    real = stages.iter_analysis_frames
+    real = analyze.iter_analysis_frames
 
     def spy(*args, **kw):
         for chunk in real(*args, **kw):
             seen.extend(chunk.mv_samples)
             yield chunk
 
-    monkeypatch.setattr(stages, "iter_analysis_frames", spy)
+    monkeypatch.setattr(analyze, "iter_analysis_frames", spy)
     cfg = VideoRunConfig(sources=["-"], split="scenes", dry_run=True)
     stages.AnalyzeStage(cfg, Device("cpu", None))._analyze(str(media_path("videos", name)), info)
     assert [i for _, i, _ in seen] == [i for _, i, _ in raw]  # every frame carrying vectors

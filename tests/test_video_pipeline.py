@@ -361,7 +361,7 @@ def test_decode_budget_never_pairs_two_large_videos():
     import threading
     import time
 
-    from curastream.videos.stages import _PixelBudget
+    from curastream.videos.analyze import _PixelBudget
 
     budget, peak, lock = _PixelBudget(100), [0], threading.Lock()
 

@@ -35,9 +35,10 @@ from curastream.images import dedup_facts
 from curastream.images.dedup import decide
 from curastream.images.inputs import ImageInput, source_identity
 from curastream.images.listing import list_image_inputs
-from curastream.images.pipeline import (SOURCE_COLUMNS, ImageRunSink, _input_roots, analysis_pipeline,
-                                        batches_from_inputs, load_resume_state, shard_writer, unclash_keys,
-                                        write_stages)
+from curastream.images.pipeline import (SOURCE_COLUMNS, _input_roots, analysis_pipeline, batches_from_inputs,
+                                        shard_writer, write_stages)
+from curastream.images.resume import load_resume_state, unclash_keys
+from curastream.images.sink import ImageRunSink
 from curastream.engine.pipeline import Pipeline
 from curastream.images.dedup import analyse_facts
 from curastream.models.registry import make_models

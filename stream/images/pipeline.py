@@ -8,46 +8,38 @@ sink, which records it in ``_curastream/rejects.parquet``: a bad file never stop
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
-import time
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curastream.config import ImageRunConfig
-from curastream.engine.batch import Batch, iter_rows
+from curastream.engine.batch import Batch
 from curastream.engine.device import resolve_device
 from curastream.engine.names import printable
 from curastream.engine.output import check_not_overlapping
 from curastream.engine.pipeline import Pipeline
-from curastream.engine.ipc import IpcEmitter
-from curastream.engine.progress import Progress
 from curastream.engine.run import Run
 from curastream.engine.schemas import IMAGE_SCHEMA, IMAGE_SCORE_COLUMNS, MODEL_SCORE_COLUMNS
-from curastream.engine.sink import Sink
 from curastream.engine.stats import RunStats
 from curastream.engine.storage import Storage
 from curastream.images import dedup_facts
 from curastream.images.dedup import AnalysedStage, analyse_facts, decide
-from curastream.images.inputs import ImageInput, sha8, source_identity, with_suffix
+from curastream.images.inputs import ImageInput, source_identity
 from curastream.images.listing import list_image_inputs
 from curastream.images.probe import DEFAULT_MAX_PIXELS
 from curastream.images.reading import read_batches
+from curastream.images.resume import ResumeState, load_resume_state, unclash_keys  # noqa: F401 - ResumeState: re-exported
+from curastream.images.sink import REJECTS_EVERY_S, ImageRunSink  # noqa: F401 - REJECTS_EVERY_S: re-exported
 from curastream.images.url_inputs import options_from, url_column_fields
 from curastream.images.stages import SOURCE_COLUMNS, image_stages
-from curastream.kernels.phash import NearDuplicateIndex
 from curastream.models.registry import make_models
 from curastream.models.stage import with_model_columns
-from curastream.writers.image_shards import CURATOR_COLUMNS, ImageShardWriter, read_committed_shards, shard_name_hash
-from curastream.writers.rejects import read_rejects, reject_row, write_rejects
+from curastream.writers.image_shards import CURATOR_COLUMNS, ImageShardWriter, shard_name_hash
 
 log = logging.getLogger(__name__)
-
-REJECTS_EVERY_S = 30.0
 
 # Typed Parquet columns next to Curator's five (SPEC §1).
 SHARD_COLUMNS = pa.schema(
@@ -97,144 +89,6 @@ def batches_from_inputs(inputs: list[ImageInput], batch_size: int, storage_optio
                 row.update(status="rejected", reject_stage="read", reject_reason=li.error or "unreadable")
             rows.append(row)
         yield Batch.from_rows(IMAGE_SCHEMA, rows, READ_COLUMNS, seq=seq)
-
-
-# -- sink --------------------------------------------------------------------------------------
-class ImageRunSink(Sink):
-    """Shards for kept rows, rejects.parquet for the rest, the IPC tee, stats and progress."""
-
-    name = "write"
-
-    def __init__(self, storage: Storage, writer: ImageShardWriter, stats: RunStats,
-                 prior_rejects: list[dict[str, Any]], emitter: IpcEmitter | None,
-                 progress: Progress | None, kept_columns: Iterable[str] = ()):
-        self.storage = storage
-        # URL-list columns kept as typed shard columns: they ride in metadata up to here
-        self.kept_columns = tuple(kept_columns)
-        self.writer = writer
-        self.stats = stats
-        self.rejects = list(prior_rejects)
-        self.emitter = emitter
-        self.progress = progress
-        self._rejects_dirty = False
-        self._rejects_written_at = time.monotonic()
-        writer.on_shard_committed = self._on_shard_committed
-
-    def write(self, b: Batch) -> None:
-        kept_rows = []
-        for i, row in enumerate(iter_rows(b)):
-            self.stats.items_in += 1
-            self.stats.bytes_in += row["source_bytes"] or 0
-            if row["status"] == "ok":
-                row["original_path"] = source_identity(row["source"], row["source_member"])
-                row["metadata_obj"] = json.loads(row["metadata"]) if row["metadata"] else {}
-                for c in self.kept_columns:
-                    row[c] = row["metadata_obj"].get(c)
-                kept_rows.append((i, row))
-                self.stats.bytes_out += len(row["image_bytes"])
-            else:
-                self.stats.count_reject(f"{row['reject_stage']}:{row['reject_reason'].split(':', 1)[0]}")
-                self.rejects.append(reject_row(row["image_id"], row["source"], row["source_member"], row["reject_stage"],
-                                               row["reject_reason"], row.get("duplicate_of")))
-                self._rejects_dirty = True
-        tar_file, member_name = [None] * b.num_rows, [None] * b.num_rows
-        for (i, _), written in zip(kept_rows, self.writer.write_rows([r for _, r in kept_rows])):
-            tar_file[i] = written["tar_file"]
-            member_name[i] = written["member_name"]
-            self.stats.items_out += 1
-        if self.emitter is not None:
-            cols = {"tar_file": tar_file, "member_name": member_name}
-            if self.writer.remove_image_data:
-                cols["image_bytes"] = [None] * b.num_rows
-            out = b.with_columns(cols)
-            self.emitter.emit(out.to_arrow(drop=() if self.emitter.include_bytes else ("data",)))
-        if self.progress is not None:
-            self.progress.update(b.num_rows)
-
-    def _on_shard_committed(self, info, table) -> None:
-        # Rejects need not be committed with each shard for correctness (a resume re-judges what
-        # is not in a committed shard and gets the same answer), but a long run should show them:
-        # rewrite the file now and then, not at every shard, so the cost stays linear.
-        if self._rejects_dirty and time.monotonic() - self._rejects_written_at >= REJECTS_EVERY_S:
-            self._write_rejects()
-
-    def _write_rejects(self) -> None:
-        write_rejects(self.storage, self.rejects)
-        self._rejects_dirty = False
-        self._rejects_written_at = time.monotonic()
-
-    def commit(self) -> None:
-        self.writer.commit()
-        self._write_rejects()  # always: an empty rejects.parquet says "nothing rejected"
-        if self.emitter is not None:
-            self.emitter.close()
-
-    def abort(self) -> None:
-        self.writer.abort()
-        if self.emitter is not None:
-            self.emitter.close()
-
-
-# -- resume ------------------------------------------------------------------------------------
-def load_resume_state(storage: Storage, dedup_distance: int) -> ResumeState:
-    """What an interrupted run already committed: done sources, keys in use, next shard index,
-    dedup state, rejects."""
-    stems = read_committed_shards(storage)
-    done: set[str] = set()
-    keys: set[str] = set()
-    seen = NearDuplicateIndex(dedup_distance)
-    for stem in stems:
-        t = pq.read_table(io.BytesIO(storage.read_bytes(f"{stem}.parquet")),
-                          columns=["image_id", "original_path", "phash"])
-        rows = t.num_rows
-        for key, origin, h in zip(t.column("image_id").to_pylist(), t.column("original_path").to_pylist(),
-                                  t.column("phash").to_pylist()):
-            done.add(origin)
-            keys.add(key.lower())
-            if h is not None:
-                seen.add(h, key)
-        storage.adopt(f"{stem}.tar", rows=rows)
-        storage.adopt(f"{stem}.parquet", rows=rows)
-    # A tar without its Parquet was cut short between the two commits: rebuild it.
-    committed = {f"{s}.tar" for s in stems}
-    for rel in storage.list_files():
-        # only a tar this tool wrote: a user's images-*.tar beside our shards is not ours to delete
-        if (rel.startswith("images-") and rel.endswith(".tar") and "/" not in rel and rel not in committed
-                and storage.owns(rel)):
-            storage.delete(rel)
-    # A transient reject (store unreachable, a timeout) is not done: it is read again, and its
-    # row goes, so that a retry that succeeds leaves no stale reject (one that fails again
-    # writes a new row).
-    rejects = [r for r in read_rejects(storage) if not r["transient"]]
-    for r in rejects:
-        done.add(source_identity(r["source"], r.get("source_member")))
-        if r.get("image_id"):
-            keys.add(r["image_id"].lower())
-    next_index = 0
-    if stems:
-        next_index = int(stems[-1].rsplit("-", 1)[1]) + 1
-    return ResumeState(done, keys, next_index, seen, rejects)
-
-
-class ResumeState(NamedTuple):
-    done: set[str]  # source identities (shards' original_path) written or rejected for good
-    keys: set[str]  # ids in use (lowercased): a new input may not take one
-    next_index: int
-    seen: NearDuplicateIndex
-    rejects: list[dict]
-
-
-def unclash_keys(inputs: list[ImageInput], state: ResumeState) -> list[ImageInput]:
-    """Inputs not done whose key an earlier run gave to another source (day2/IMG_1.jpg after
-    day1/IMG_1.jpg) get the listing's unique-key suffix, from their identity: same result on
-    every resume."""
-    out = []
-    for i in inputs:
-        ident = source_identity(i.source, i.member)
-        if ident not in state.done and i.key.lower() in state.keys:
-            i = dataclasses.replace(i, key=with_suffix(i.key, sha8(ident)))
-        out.append(i)
-    return out
 
 
 # -- runs --------------------------------------------------------------------------------------

@@ -6,15 +6,9 @@ sample's side members or a row's scalar columns along as metadata.
 
 from __future__ import annotations
 
-import base64
-import datetime
-import decimal
-import json
-import math
 import tarfile
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import fsspec
@@ -22,7 +16,17 @@ import fsspec
 from curastream.engine.storage import with_store_timeouts
 from curastream.images.containers import SampleIds, TAR_ERRORS, image_field, is_image_ext, wds_split
 from curastream.images.inputs import ImageInput, is_remote, not_a_file
-from curastream.writers.rejects import is_transient_error, transient_reason
+from curastream.images.read_errors import (
+    NotAFileError,
+    _guarded,
+    _os_error,
+    _parquet_error,
+    _parquet_open_error,
+    _tar_error,
+    _tar_open_error,
+)
+from curastream.images.samples import LoadedImage, _caption, _checked, _json_safe, _plain, _sample
+from curastream.writers.rejects import is_transient_error
 
 # Tar side members bigger than this are not copied into metadata (an embedding or a mask would
 # bloat every output row); their extension is listed under "skipped_members" instead.
@@ -38,63 +42,6 @@ TAR_READ_BUFSIZE = 64 << 10
 READ_ATTEMPTS = 3
 READ_BACKOFF_S = 0.2
 READ_RETRY_BUDGET_S = 20.0
-
-
-@dataclass
-class LoadedImage:
-    input: ImageInput
-    data: bytes | None
-    metadata: dict = field(default_factory=dict)
-    error: str | None = None
-    caption: str | None = None  # a URL list's caption column, a sample's .txt, a row's "caption"
-
-
-def _json_safe(v: Any) -> Any:
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
-        return v.isoformat()
-    if isinstance(v, datetime.timedelta):
-        return v.total_seconds()
-    if isinstance(v, decimal.Decimal):
-        return str(v)
-    if isinstance(v, bytes):
-        return base64.b64encode(v).decode("ascii")
-    return str(v)
-
-
-def _side_metadata(members: list[tuple[str, bytes | None, int]]) -> tuple[bytes | None, dict]:
-    """(image bytes, metadata) of one tar sample, webdataset conventions."""
-    image = None
-    meta: dict[str, Any] = {}
-    skipped: list[str] = []
-    for ext, data, size in members:
-        if is_image_ext(ext):
-            if image is None:
-                image = data
-            else:
-                skipped.append(ext)
-            continue
-        if data is None:
-            skipped.append(ext)
-            continue
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            meta[ext + "_b64"] = base64.b64encode(data).decode("ascii")
-            continue
-        if ext.rsplit(".", 1)[-1].lower() == "json":
-            try:
-                meta[ext] = json.loads(text)
-                continue
-            except ValueError:
-                pass
-        meta[ext] = text
-    if skipped:
-        meta["skipped_members"] = skipped
-    return image, meta
 
 
 class _Reader:
@@ -307,35 +254,6 @@ def _is_scalar(t, pa) -> bool:
                 or pa.types.is_fixed_size_binary(t) or pa.types.is_null(t))
 
 
-def _sample(inp: ImageInput, members: list) -> LoadedImage:
-    image, meta = _side_metadata(members)
-    if image is None:
-        return LoadedImage(inp, None, meta, "no image member in sample", _caption(meta, "txt"))
-    return _checked(inp, image, meta, _caption(meta, "txt"))
-
-
-def _caption(meta: dict, name: str) -> str | None:
-    """WebDataset's caption member (``.txt``) or a Parquet ``caption`` column; it stays in
-    ``metadata`` as well, where earlier versions put it."""
-    v = meta.get(name)
-    return v if isinstance(v, str) else None
-
-
-def _checked(inp: ImageInput, data: bytes, meta: dict | None = None, caption: str | None = None) -> LoadedImage:
-    if not data:
-        return LoadedImage(inp, None, meta or {}, "empty file (0 bytes)", caption)
-    return LoadedImage(inp, data, meta or {}, None, caption)
-
-
-def _plain(v: Any) -> Any:
-    """A kept list column's value as JSON: lists and structs stay structured."""
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    return _json_safe(v)
-
-
 def _url_rows(run: list[ImageInput], url_options) -> Iterator[LoadedImage]:
     from curastream.images.url_inputs import UrlOptions, read_url_rows
 
@@ -347,78 +265,12 @@ def _url_rows(run: list[ImageInput], url_options) -> Iterator[LoadedImage]:
             yield _checked(inp, data, meta, caption)
 
 
-class NotAFileError(Exception):
-    """A named input that is not a regular file (FIFO, device, dangling link): its reject, not
-    an open that may block forever."""
-
-
 def _read_local(path: str) -> bytes:
     why = not_a_file(path)
     if why:
         raise NotAFileError(why)
     with open(path, "rb") as f:
         return f.read()
-
-
-def _os_error(e: BaseException) -> str:
-    if isinstance(e, PermissionError):
-        why = f"permission denied: {e}"
-    elif isinstance(e, FileNotFoundError):
-        why = f"file vanished since listing: {e}"
-    elif isinstance(e, IsADirectoryError):
-        why = f"is a directory: {e}"
-    else:
-        why = f"read failed: {type(e).__name__}: {e}"
-    return transient_reason(why) if is_transient_error(e) else why
-
-
-def _tar_error(e: BaseException) -> str:
-    if isinstance(e, OSError) and not isinstance(e, tarfile.TarError):
-        return _os_error(e)
-    return f"truncated or corrupt tar: {e}"
-
-
-def _parquet_error(e: BaseException) -> str:
-    why = f"cannot read Parquet: {type(e).__name__}: {e}"
-    return transient_reason(why) if is_transient_error(e) else why
-
-
-def _tar_open_error(opener: Callable) -> str:
-    try:
-        with opener() as f, tarfile.open(fileobj=f, mode="r:*") as tf:
-            tf.next()
-    except TAR_ERRORS as e:
-        return _tar_error(e)
-    return "tar could not be listed"
-
-
-def _parquet_open_error(opener: Callable) -> str:
-    import pyarrow.parquet as pq
-
-    try:
-        with opener() as f:
-            pq.ParquetFile(f)
-    except Exception as e:  # noqa: BLE001
-        return _parquet_error(e)
-    return "Parquet file could not be listed"
-
-
-def _guarded(run: list[ImageInput], items: Iterator[LoadedImage]) -> Iterator[LoadedImage]:
-    """``items``, and an error item for each input of ``run`` they did not come to when the
-    reading raised: whatever one source does (a URL whose host does not resolve, a tar that
-    kills the decompressor) is its inputs' reject, not the end of the run."""
-    met: set[int] = set()
-    try:
-        for li in items:
-            met.add(id(li.input))
-            yield li
-    except Exception as e:  # noqa: BLE001 - per-input errors, see above
-        why = _os_error(e) if isinstance(e, OSError) else f"read failed: {type(e).__name__}: {e}"
-        if not isinstance(e, OSError) and is_transient_error(e):
-            why = transient_reason(why)
-        for inp in run:
-            if id(inp) not in met:
-                yield LoadedImage(inp, None, {}, why)
 
 
 def read_batches(

@@ -28,7 +28,8 @@ from curastream.videos.clip_facts import (
 )
 from curastream.videos.clip_keyframes import keyframe_times
 from curastream.videos.clip_preview import make_preview
-from curastream.videos.smart_cut import cut_exact, frame_range
+from curastream.videos.packet_index import frame_range
+from curastream.videos.smart_cut import cut_exact
 
 __all__ = [
     "COPYABLE_VIDEO_CODECS",

@@ -39,7 +39,9 @@ from curastream.videos.gpu_decode import GPU_VIDEO_MODULES
 from curastream.videos.sink import VideoRunSink
 from curastream.videos.sources import VideoInput, list_video_inputs
 from curastream.videos.records import video_clips
-from curastream.videos.stages import SOURCE_COLUMNS, AnalyzeStage, ClipStage, source_batch
+from curastream.videos.analyze import AnalyzeStage
+from curastream.videos.clip_stage import ClipStage
+from curastream.videos.stages import SOURCE_COLUMNS, source_batch
 from curastream.writers.clip_layout import ClipLayout
 from curastream.writers.clip_writer import ClipWriter
 from curastream.writers.rejects import read_rejects

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import bisect
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -38,115 +37,22 @@ from curastream.videos.clip_facts import (
     fmt_sar,
     mp4_rotation,
     open_video,
-    origin,
     stream_fps,
     video_packets,
 )
+from curastream.videos.edge_encoder import SPLICE_ENCODERS, _EdgeEncoder
 from curastream.videos.mp4box import faststart
-from curastream.writers.clip_model import span_frames
-
-# Source codec -> (encoder for the edges, MP4 sample entry that allows in-band parameter sets).
-SPLICE_ENCODERS = {
-    "h264": ("libx264", "avc3"),
-    "hevc": ("libx265", "hev1"),
-    "vp9": ("libvpx-vp9", None),
-    "av1": ("libsvtav1", None),
-}
-_TO_ANNEXB = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
-
-
-class NotSpliceable(Exception):
-    """This source (or span) cannot be smart-cut; the message is the reason recorded on the clip."""
-
-
-def frame_range(s: float, e: float, fps: float | Fraction) -> tuple[int, int]:
-    """The frames [start, end) a span in seconds names: SPEC's ``int(t * fps)``, the same numbers
-    the clip's span_uuid is made of, so a clip's id and its content never disagree."""
-    return span_frames(s, e, float(fps))
-
-
-@dataclass(frozen=True)
-class _Index:
-    """Every video packet's display index, for planning cuts without touching data."""
-
-    pts: list[int]  # per display index: source pts
-    key_display: list[int]  # display indices of usable splice points (sorted)
-    decode_order: list[int]  # display index of each packet, in decode order
-
-    @property
-    def frames(self) -> int:
-        return len(self.pts)
-
-
-def _display_index(pts: int, vs, fps: Fraction) -> int:
-    return round(float((pts - origin(vs)) * vs.time_base * fps))
-
-
-def _index(container, vs, codec: str) -> _Index:
-    fps = stream_fps(vs)
-    decode_order, keys, pts_of = [], set(), {}
-    for packet in video_packets(container, vs):
-        if packet.pts is None:
-            raise NotSpliceable("packets carry no timestamps (raw stream)")
-        if packet.is_corrupt:
-            raise NotSpliceable("damaged packets (cut-short file)")
-        d = _display_index(packet.pts, vs, fps)
-        if d in pts_of:
-            raise NotSpliceable("two packets share a presentation time (VFR or broken timestamps)")
-        pts_of[d] = packet.pts
-        decode_order.append(d)
-        if packet.is_keyframe and _clean_start(codec, bytes(packet), _nal_length_size(vs, codec)):
-            keys.add(d)
-    n = len(decode_order)
-    if sorted(pts_of) != list(range(n)):
-        raise NotSpliceable("frame times are not one frame apart (VFR source)")
-    return _Index([pts_of[d] for d in range(n)], sorted(keys), decode_order)
-
-
-def _nal_length_size(vs, codec: str) -> int:
-    extra = vs.codec_context.extradata or b""
-    if codec == "h264" and len(extra) > 4 and extra[0] == 1:
-        return (extra[4] & 3) + 1
-    if codec == "hevc" and len(extra) > 21 and extra[0] == 1:
-        return (extra[21] & 3) + 1
-    return 4
-
-
-def _clean_start(codec: str, data: bytes, size: int) -> bool:
-    """Whether decoding may restart here with new parameter sets: an IDR for H.264/HEVC."""
-    if codec not in _TO_ANNEXB:
-        return True
-    for nal in _split_lengths(data, size):
-        if not nal:
-            continue
-        if codec == "h264":
-            kind = nal[0] & 0x1F
-            if 1 <= kind <= 5:
-                return kind == 5
-        else:
-            kind = (nal[0] >> 1) & 0x3F
-            if kind < 32:
-                return 16 <= kind <= 21  # IRAP; leading pictures are ruled out by _contiguous
-    return False
-
-
-def _split_lengths(data: bytes, size: int) -> list[bytes]:
-    out, pos = [], 0
-    while pos + size <= len(data):
-        n = int.from_bytes(data[pos : pos + size], "big")
-        out.append(data[pos + size : pos + size + n])
-        pos += size + n
-    return out
-
-
-def _annexb_to_lengths(data: bytes, size: int) -> bytes:
-    """Annex-B start codes -> MP4 length prefixes (emulation prevention keeps 00 00 01 out of NALs)."""
-    parts = []
-    for nal in data.replace(b"\x00\x00\x00\x01", b"\x00\x00\x01").split(b"\x00\x00\x01"):
-        nal = nal.rstrip(b"\x00")  # trailing zero bytes belong to the next start code
-        if nal:
-            parts.append(len(nal).to_bytes(size, "big") + nal)
-    return b"".join(parts)
+from curastream.videos.packet_index import (
+    _TO_ANNEXB,
+    NotSpliceable,
+    _annexb_to_lengths,
+    _display_index,
+    _Index,
+    _index,
+    _nal_length_size,
+    _Packet,
+    frame_range,
+)
 
 
 @dataclass
@@ -184,68 +90,6 @@ def _contiguous(index: _Index, k1: int, k2: int) -> bool:
     stop = order.index(k2) if k2 < index.frames else len(order)
     seg = order[first:stop]
     return len(seg) == k2 - k1 and min(seg) == k1 and max(seg) == k2 - 1
-
-
-@dataclass
-class _Packet:
-    data: bytes
-    pts: int  # source time base, relative to the clip start
-    dts: int
-    key: bool
-
-
-class _EdgeEncoder:
-    """Encodes the frames of one edge as a self-contained piece: IDR first, no B-frames (dts ==
-    pts, so it splices next to copied GOPs), parameter sets in-band (no global header)."""
-
-    def __init__(self, vs, codec: str, preset: str, crf: int):
-        name = SPLICE_ENCODERS[codec][0]
-        cc = av.CodecContext.create(name, "w")
-        src = vs.codec_context
-        cc.width, cc.height, cc.pix_fmt = src.width, src.height, src.pix_fmt
-        cc.time_base = vs.time_base
-        cc.framerate = stream_fps(vs)
-        if vs.sample_aspect_ratio:
-            cc.sample_aspect_ratio = vs.sample_aspect_ratio
-        # the edges say the same colour as the copied GOPs (else players switch matrices mid-clip)
-        for prop in ("color_range", "colorspace", "color_primaries", "color_trc"):
-            setattr(cc, prop, getattr(src, prop))
-        cc.max_b_frames = 0
-        cc.thread_type = "FRAME"  # same bytes every run: see clip_encode.ClipEncoder._open
-        cc.thread_count = 0
-        cc.options = _edge_options(name, preset, crf)
-        self.cc, self.codec = cc, codec
-        self.size = _nal_length_size(vs, codec)
-
-    def encode(self, frames: Iterable[av.VideoFrame], base: int) -> list[_Packet]:
-        out = []
-        for frame in frames:
-            frame.pict_type = av.video.frame.PictureType.NONE
-            out += self.cc.encode(frame)
-        out += self.cc.encode(None)
-        packets = []
-        for p in out:
-            data = bytes(p)
-            if self.codec in _TO_ANNEXB:
-                data = _annexb_to_lengths(data, self.size)
-            packets.append(_Packet(data, p.pts - base, p.pts - base, p.is_keyframe))
-        packets.sort(key=lambda q: q.pts)
-        return packets
-
-
-def _edge_options(encoder: str, preset: str, crf: int) -> dict[str, str]:
-    if encoder == "libx264":
-        return {"preset": preset, "crf": str(crf)}
-    if encoder == "libx265":
-        return {"preset": preset, "crf": str(crf), "x265-params": "log-level=error:bframes=0"}
-    if encoder == "libvpx-vp9":
-        # no alt-ref: its hidden frames would pack two frames into one packet's timing
-        return {"crf": str(crf), "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1",
-                "auto-alt-ref": "0", "lag-in-frames": "0"}
-    if encoder == "libsvtav1":
-        svt = {"ultrafast": 12, "superfast": 11, "veryfast": 10, "faster": 9, "fast": 8, "medium": 6}
-        return {"preset": str(svt.get(preset, 10)), "crf": str(crf)}
-    return {}
 
 
 class _Source:
