@@ -85,7 +85,7 @@ def _encode(path: Path, frames: np.ndarray, fps: int, codec: str = "libx264") ->
 
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=fps)
-        s.thread_type = "FRAME"  # slice-threaded x264 is not byte-stable (clip_encode.ClipEncoder._open)
+        s.thread_count = 1  # threaded x264 is not byte-stable (videos.clip_encode.ENCODER_THREADS)
         s.width, s.height = frames.shape[2], frames.shape[1]
         s.pix_fmt = "yuv420p"
         s.time_base = Fraction(1, fps)

@@ -29,6 +29,13 @@ from curastream.videos.clip_facts import (
 from curastream.videos.mp4box import faststart
 from curastream.videos.rotation import cw_from_ccw, ffmpeg_upright_filters, swaps_sides, upright_size
 
+# One x264 thread per clip encode, as Curator's ClipTranscodingStage (encoder_threads=1); clips
+# are encoded in parallel by the clip stage's workers instead. Threaded x264 gave the same
+# frames other bytes: sliced threads about 1 run in 7 under load, frame threads still now and
+# then between a Ray worker and the driver's process, and its auto thread count follows the
+# machine's cores. One thread: the same bytes on every run and every machine.
+ENCODER_THREADS = 1
+
 # Re-encoded clips keep source timing (VFR survives); 90 kHz represents every common frame rate.
 _ENC_TIME_BASE = Fraction(1, 90000)
 
@@ -97,7 +104,7 @@ class ClipEncoder:
         encoder: str = "libx264",
         preset: str = "veryfast",
         crf: int = 23,
-        threads: int = 0,
+        threads: int = ENCODER_THREADS,
         rotation: int = 0,
         *,
         pix_fmt: str = "yuv420p",
@@ -200,9 +207,7 @@ class ClipEncoder:
         stream = self._out.add_stream(self.encoder, rate=self.fps)
         stream.width, stream.height, stream.pix_fmt = w, h, self.pix_fmt
         stream.time_base = stream.codec_context.time_base = _ENC_TIME_BASE
-        # PyAV opens encoders with slice threads, and x264's sliced threads gave the same frames
-        # other bytes about 1 run in 7 while another video was encoding (a raw .h264's clip, 2
-        # cores). Frame threads gave the same bytes in 24 of 24 runs, loaded or not.
+        # PyAV opens encoders with slice threads: frame threads if a caller asks for several
         stream.codec_context.thread_type = "FRAME"
         stream.codec_context.thread_count = self.threads
         stream.codec_context.options = _encoder_options(self.encoder, self.preset, self.crf)
@@ -256,7 +261,7 @@ def encode_clips(
     preset: str = "veryfast",
     crf: int = 23,
     pix_fmt: str = "yuv420p",
-    threads: int = 0,
+    threads: int = ENCODER_THREADS,
 ) -> list[ClipMedia | Exception]:
     """Encode several spans from one pass over ``(time_s, frame)`` pairs (the single decode).
 
@@ -317,7 +322,7 @@ def cut_reencode(
     preset: str = "veryfast",
     crf: int = 23,
     pix_fmt: str = "yuv420p",
-    threads: int = 0,
+    threads: int = ENCODER_THREADS,
     apply_rotation: bool = True,
 ) -> list[ClipMedia | Exception]:
     """Frame-exact clips: decode the source once and feed a ClipEncoder per span.

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import av
 
+from curastream.videos.clip_encode import ENCODER_THREADS
 from curastream.videos.clip_facts import stream_fps
 from curastream.videos.packet_index import _TO_ANNEXB, _annexb_to_lengths, _nal_length_size, _Packet
 
@@ -39,8 +40,7 @@ class _EdgeEncoder:
         for prop in ("color_range", "colorspace", "color_primaries", "color_trc"):
             setattr(cc, prop, getattr(src, prop))
         cc.max_b_frames = 0
-        cc.thread_type = "FRAME"  # same bytes every run: see clip_encode.ClipEncoder._open
-        cc.thread_count = 0
+        cc.thread_count = ENCODER_THREADS  # same bytes every run: see clip_encode.ENCODER_THREADS
         cc.options = _edge_options(name, preset, crf)
         self.cc, self.codec = cc, codec
         self.size = _nal_length_size(vs, codec)
