@@ -1,6 +1,6 @@
 """A composed video pipeline: the stages set a VideoRunConfig, which ``run_videos`` runs.
 
-The video stages are one analysis decode feeding every kernel (videos/stages.py), so Curator's
+The video stages are one analysis decode feeding every kernel (videos/analyze.py), so Curator's
 separate steps (frame extraction, motion decode, transcoding, filtering) are settings of that
 one pass rather than engine stages of their own; plug-ins are found here by the names the
 writer uses, and a missing one stops the run before any work.
