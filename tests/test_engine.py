@@ -483,3 +483,30 @@ def test_no_thread_pins_the_last_item_while_it_waits(workers):
     finally:
         go.set()
         t.join(10)
+
+
+def test_a_pool_stage_passes_finished_work_on_while_its_input_waits():
+    """A stage with workers sends a finished item on even when no next item comes: a slow or
+    blocked stage upstream must not hold finished work back from the sink (before, the item
+    waited in the pool for the next input; a composed run's shards were not committed while a
+    user stage upstream was busy)."""
+    import threading
+
+    reached = threading.Event()
+
+    def source():
+        yield 1
+        reached.wait(10)  # the next item comes only once the first has reached the sink
+        yield 2
+
+    class Notes(ListSink):
+        def write(self, item):
+            super().write(item)
+            reached.set()
+
+    sink = Notes()
+    t0 = time.monotonic()
+    # the work takes a moment, so it is not yet done when the item is handed to the pool
+    Pipeline(source(), [FunctionStage(lambda x: time.sleep(0.2) or x, workers=2)], sink=sink).run()
+    assert reached.is_set() and time.monotonic() - t0 < 5, "the first item waited for the second"
+    assert sink.items == [1, 2]

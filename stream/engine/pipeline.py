@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pyarrow as pa
 
 from curastream.engine.native_threads import single_threaded_native
-from curastream.engine.queues import BoundedQueue, EndOfStream, Stopped
+from curastream.engine.queues import EMPTY, BoundedQueue, EndOfStream, Stopped
 from curastream.engine.stats import RunStats, StageStats
 from curastream.engine.sink import Sink
 
@@ -227,14 +227,25 @@ class Pipeline:
             if stage.workers > 1:
                 pool = cf.ThreadPoolExecutor(stage.workers, thread_name_prefix=stage.name)
                 pending: collections.deque[cf.Future] = collections.deque()
-                for item in inq:
+                while True:
+                    # Finished results leave while the stage waits for input: before, they sat
+                    # in the pool until the next item came, so a slow stage upstream held the
+                    # whole run's finished work back from the sink (and from its commits).
+                    while pending and pending[0].done():
+                        self._emit(out, st, self._wait(pending.popleft()))
+                    try:
+                        item = inq.poll(self._poll_s if pending else None)
+                    except EndOfStream:
+                        break
+                    if item is EMPTY:
+                        continue
                     st.items_in += 1
                     st.rows_in += item_rows(item)
                     st.bytes_in += item_nbytes(item)
                     pending.append(pool.submit(self._timed, st, stage.process, item))
                     del item
                     # bounded in-flight work; results leave in input order
-                    while len(pending) >= 2 * stage.workers or (pending and pending[0].done()):
+                    while len(pending) >= 2 * stage.workers:
                         self._emit(out, st, self._wait(pending.popleft()))
                 while pending:
                     self._emit(out, st, self._wait(pending.popleft()))

@@ -32,6 +32,10 @@ class Stopped(Exception):
     """The run is stopping (error elsewhere, cancel or Ctrl-C)."""
 
 
+# What BoundedQueue.poll returns when no item came in time.
+EMPTY = object()
+
+
 class BoundedQueue(Generic[T]):
     def __init__(
         self,
@@ -109,6 +113,12 @@ class BoundedQueue(Generic[T]):
             self._cond.notify_all()
 
     def get(self) -> T:
+        return self.poll(None)  # type: ignore[return-value]
+
+    def poll(self, timeout: float | None) -> T | object:
+        """The next item, or :data:`EMPTY` when none came within ``timeout`` seconds (None:
+        wait for one). Raises EndOfStream once closed and drained, Stopped on stop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 if self.stop_event.is_set():
@@ -123,7 +133,9 @@ class BoundedQueue(Generic[T]):
                     raise self._error
                 if self._closed:
                     raise EndOfStream(self.name)
-                self._cond.wait(self._poll_s)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return EMPTY
+                self._cond.wait(self._poll_s if deadline is None else max(0.0, min(self._poll_s, deadline - time.monotonic())))
 
     def close(self) -> None:
         """End of stream: consumers drain what is queued, then see EndOfStream."""
