@@ -219,12 +219,14 @@ def configs(cls):
     return st.tuples(flat, st.fixed_dictionaries(api)).map(make).filter(lambda c: c is not None)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(configs(ImageRunConfig))
 def test_random_image_configs_round_trip(cfg):
     assert_round_trip(cfg)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(configs(VideoRunConfig))
 def test_random_video_configs_round_trip(cfg):

@@ -155,6 +155,7 @@ def test_clip_scores_and_decisions_equal_the_reference(split):
     assert clips >= len(SCORED)
 
 
+@pytest.mark.slow
 def test_chunks_carry_a_few_floats_per_frame_not_the_vectors(monkeypatch):
     """The stage hands the decoder its reduction: what a chunk holds per frame is the sample
     (two ny x nx grids and a shared area grid), ~1000x less than the records."""

@@ -56,7 +56,7 @@ def _run(tmp_path: Path, **kw) -> tuple[pd.DataFrame, dict[str, bytes], list[str
     return rows.set_index("name"), members, sorted(members)
 
 
-@pytest.mark.parametrize("mode", ["keep_ratio", "center_crop", "border", "no"])
+@pytest.mark.parametrize("mode", ["keep_ratio", "center_crop", "border", pytest.param("no", marks=pytest.mark.slow)])
 def test_each_mode_stores_the_documented_geometry(tmp_path, mode):
     rows, members, _ = _run(tmp_path, resize=N, resize_mode=mode, encode_format="png")
     assert sorted(rows.index) == sorted(NAMES)
@@ -130,6 +130,7 @@ def test_formats_read_back_with_pil(tmp_path, fmt, pil_format, quality):
             im.load()
 
 
+@pytest.mark.slow
 def test_webp_without_resize_keeps_the_original_size(tmp_path):
     rows, members, _ = _run(tmp_path, encode_format="webp")
     for name in NAMES:
