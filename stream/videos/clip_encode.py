@@ -340,6 +340,9 @@ def cut_reencode(
         # Not frame threads: on streams that start without a clean reference (raw .h264) their
         # error concealment depends on thread timing, and 1 run in 4 encoded other pixels.
         vs.thread_type = "SLICE"
+        # and one thread: with several, a Ray worker's clip still came out other than the
+        # driver's now and then (decoded pixels; x264 was already single-threaded)
+        vs.thread_count = 1
         cc = vs.codec_context
         frames = _timed_frames(container, vs, min(s for s, _ in spans))
         return encode_clips(

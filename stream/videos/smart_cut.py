@@ -99,6 +99,7 @@ class _Source:
         self.path = path
         self.container, self.vs = open_video(path, stream_index)
         self.vs.thread_type = "SLICE"  # deterministic pixels: see clip_encode.cut_reencode
+        self.vs.thread_count = 1
         self.codec = codec_name(self.vs)
         self.fps = stream_fps(self.vs)
         self.audio = source_audio(self.container) if audio else None
@@ -139,6 +140,7 @@ class _Source:
         if self._reader is None:
             self._reader, self.rvs = open_video(self.path, self.stream_index)
             self.rvs.thread_type = "SLICE"
+            self.rvs.thread_count = 1
         return self._reader
 
     # -- reading
