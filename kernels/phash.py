@@ -153,14 +153,7 @@ class NearDuplicateIndex:
 
     @staticmethod
     def _band_layout(n_bands: int) -> list[tuple[int, int]]:
-        """(shift, mask) per band, widths as equal as possible and summing to 64."""
-        base, extra = divmod(64, n_bands)
-        layout, shift = [], 0
-        for i in range(n_bands):
-            width = base + (1 if i < extra else 0)
-            layout.append((shift, (1 << width) - 1))
-            shift += width
-        return layout
+        return band_layout(n_bands)
 
     def _keys(self, h: int):
         return ((h >> shift) & mask for shift, mask in self._bands)
@@ -189,3 +182,15 @@ class NearDuplicateIndex:
 
     def __len__(self) -> int:
         return len(self._hashes)
+
+
+def band_layout(n_bands: int) -> list[tuple[int, int]]:
+    """(shift, mask) per band, widths as equal as possible and summing to 64: multi-index
+    hashing's bands (this index, and images.near_groups over whole arrays)."""
+    base, extra = divmod(64, n_bands)
+    layout, shift = [], 0
+    for i in range(n_bands):
+        width = base + (1 if i < extra else 0)
+        layout.append((shift, (1 << width) - 1))
+        shift += width
+    return layout

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from curastream.kernels.phash import band_layout as phash_band_layout
+
 _BLOCK_CELLS = 1 << 22  # cells of one (block x kept) comparison in the pairwise path
 
 
@@ -42,16 +44,8 @@ def _popcount(x: np.ndarray) -> np.ndarray:
 
 
 def band_layout(distance: int) -> list[tuple[int, int]]:
-    """(shift, mask) per band: ``distance + 1`` bands of near-equal widths summing to 64 (the
-    layout of kernels.phash.NearDuplicateIndex)."""
-    n = distance + 1
-    base, extra = divmod(64, n)
-    layout, shift = [], 0
-    for i in range(n):
-        width = base + (1 if i < extra else 0)
-        layout.append((shift, (1 << width) - 1))
-        shift += width
-    return layout
+    """(shift, mask) per band: ``distance + 1`` bands of near-equal widths summing to 64."""
+    return phash_band_layout(distance + 1)
 
 
 def winners(hashes, distance: int) -> np.ndarray:
