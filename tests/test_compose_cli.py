@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-import shutil
 import tarfile
-from pathlib import Path
 
 import av
 import curastream
@@ -22,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import media_path
+from test_compose_api import run_twice
 from curastream import (
     ClipTranscodingStage,
     ClipWriterStage,
@@ -272,21 +271,7 @@ def test_print_pipeline_is_listed_in_help_and_writes_nothing(tmp_path):
 
 
 # -- the same bytes on real media -------------------------------------------------------------------
-def dataset_files(out: Path) -> dict[str, bytes]:
-    """Every file of the dataset; the run files that hold wall times are left out."""
-    skip = {"index.json", "_curastream/run.json", "_curastream/summary.json"}
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.relative_to(out).as_posix() not in skip}
-
-
-def run_twice(tmp_path: Path, first, second) -> tuple[dict, dict]:
-    """Both write to the same path (the output's URL is inside the files), one after the other."""
-    out = tmp_path / "out"
-    first(str(out))
-    a = dataset_files(out)
-    shutil.rmtree(out)
-    second(str(out))
-    return a, dataset_files(out)
+# run_twice: the composed-vs-direct comparison helpers of tests/test_compose_api.py
 
 
 def _tar_members(files: dict[str, bytes]) -> dict[str, bytes]:
