@@ -246,12 +246,69 @@ def test_lossless_turn_keeps_exif_and_resets_orientation():
 def test_without_the_library_the_photo_is_re_encoded_upright(monkeypatch):
     src = _media_jpeg("imageio_rommel.jpg")
     monkeypatch.setattr(orient, "_tj", None)
+    monkeypatch.setattr(orient, "_lib", None)
     probe = probe_image(src)
     res = shard_jpeg(src, probe, needs_reencode(probe, src))
     assert res.orientation_fix == "reencode" and not res.passthrough
     got, tag = _plain_pixels(res.data)
     assert tag is None
     assert _mad(got, _upright_reference(src)) < 3.0
+
+
+@needs_lossless
+@pytest.mark.parametrize("progressive", [False, True])
+def test_ctypes_turn_matches_the_wheel_binding(progressive):
+    """The ctypes call (GIL released) and the wheel's own binding give the same bytes and refuse
+    the same turns, in any order: a TurboJPEG 3 handle keeps a transform's options, so a
+    progressive turn must not leak into the next image's."""
+    tj = pytest.importorskip("turbojpeg")
+    if orient._lib is None:
+        pytest.skip("no libturbojpeg file to load through ctypes")
+    cases = [(_media_jpeg(n), op) for n in ("imageio_rommel.jpg", "derived_rocket_exif_orientation6.jpg")
+             for op in ("ROT90", "HFLIP", "TRANSPOSE", "ROT180")]
+    for data, op in cases:
+        for prog in (progressive, not progressive):
+            try:
+                want = tj.transform(data, op=getattr(tj.OP, op), perfect=True, progressive=prog)
+            except RuntimeError:  # "Transform is not perfect"
+                want = None
+            assert orient._transform(data, op, prog) == want, (op, prog)
+
+
+def _ticks_while(work) -> int:
+    """How far a pure-Python counting thread gets while ``work()`` runs in this thread."""
+    import threading
+
+    done, ticks = threading.Event(), []
+
+    def count():
+        n = 0
+        while not done.is_set():
+            n += 1
+        ticks.append(n)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        work()
+    finally:
+        done.set()
+        counter.join()
+    return ticks[0]
+
+
+@needs_lossless
+def test_turns_run_beside_other_threads():
+    """The turn must not hold the GIL (through the wheel's binding it did, and stalled every
+    decode thread). Against the binding as the reference: while the binding turns, a counting
+    thread runs only in the gaps between calls; while the ctypes call turns, it runs throughout."""
+    tj = pytest.importorskip("turbojpeg")
+    if orient._lib is None:
+        pytest.skip("no libturbojpeg file to load through ctypes")
+    src = _media_jpeg("imageio_rommel.jpg")
+    held = _ticks_while(lambda: [tj.transform(src, op=tj.OP.ROT90, perfect=True) for _ in range(4)])
+    released = _ticks_while(lambda: [orient._transform(src, "ROT90", False) for _ in range(4)])
+    assert released > 3 * held, (released, held)
 
 
 def test_orientation_only_in_xmp_is_re_encoded():

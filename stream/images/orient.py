@@ -2,20 +2,24 @@
 transform (what ``jpegtran -perfect`` does), then the EXIF Orientation tag set to 1 so that no
 reader rotates the pixels a second time.
 
-The transform comes from the ``turbojpeg`` wheel (pybind11 over the TurboJPEG 3 API, with
-libturbojpeg bundled: PyTurboJPEG needs a system libturbojpeg 3.x and has no rotate call). When
-it is missing, or the transform would not be perfect for the image (a partial MCU at an edge
-that the rotation moves), :func:`lossless_upright` answers None and the caller re-encodes.
+The transform is TurboJPEG's ``tj3Transform``, called through ctypes on the libturbojpeg that the
+``turbojpeg`` wheel bundles (or a system one). ctypes releases the GIL for the call, so a turn
+(~70 ms for 7 MP) runs beside the decode and score threads. The wheel's own pybind11 binding
+holds the GIL for the whole transform: run in this process it stalled every other stage (a third
+of the image throughput with 1 photo in 12 rotated), and the process pool that worked around it
+cost a spawn and two copies per photo. The binding stays as the fallback when no library file
+can be loaded. When neither is there, or the transform would not be perfect for the image (a
+partial MCU at an edge that the rotation moves), :func:`lossless_upright` answers None and the
+caller re-encodes.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import ctypes
+import ctypes.util
+import glob
 import os
 import struct
-import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 try:  # optional at run time: the re-encode fallback gives the same upright pixels
     import turbojpeg as _tj
@@ -29,26 +33,64 @@ __all__ = ["lossless_available", "lossless_upright", "set_exif_orientation"]
 
 _ORIENTATION_TAG = 0x0112
 
-# EXIF Orientation -> the TurboJPEG operation that turns the stored pixels upright (the same
-# operations Pillow's ImageOps.exif_transpose applies to decoded pixels).
+# EXIF Orientation -> the TurboJPEG operation (TJXOP) that turns the stored pixels upright (the
+# same operations Pillow's ImageOps.exif_transpose applies to decoded pixels).
 _OPS = {2: "HFLIP", 3: "ROT180", 4: "VFLIP", 5: "TRANSPOSE", 6: "ROT90", 7: "TRANSVERSE", 8: "ROT270"}
+_TJXOP = {"HFLIP": 1, "VFLIP": 2, "TRANSPOSE": 3, "TRANSVERSE": 4, "ROT90": 5, "ROT180": 6, "ROT270": 7}
+_TJXOPT_PERFECT, _TJXOPT_PROGRESSIVE = 1, 32
+_TJINIT_TRANSFORM = 2
+
+
+class _Region(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("w", ctypes.c_int), ("h", ctypes.c_int)]
+
+
+class _Transform(ctypes.Structure):  # tjtransform
+    _fields_ = [("r", _Region), ("op", ctypes.c_int), ("options", ctypes.c_int), ("data", ctypes.c_void_p),
+                ("customFilter", ctypes.c_void_p)]
+
+
+def _load_library():
+    """libturbojpeg's TurboJPEG 3 API (``tj3Transform``, what the wheel's binding calls). Its
+    TurboJPEG 2 entry point is not used: in the bundled 3.0 beta it drops the APP markers,
+    EXIF included, which the output must keep."""
+    candidates = []
+    if _tj is not None:
+        here = os.path.dirname(_tj.__file__)
+        candidates += sorted(glob.glob(os.path.join(here, "turbojpeg.libs", "libturbojpeg*.so*")))
+    found = ctypes.util.find_library("turbojpeg")
+    if found:
+        candidates.append(found)
+    for name in candidates:
+        try:
+            lib = ctypes.CDLL(name)
+            lib.tj3Init.restype = ctypes.c_void_p
+            lib.tj3Init.argtypes = [ctypes.c_int]
+            lib.tj3Transform.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int,
+                                         ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
+                                         ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(_Transform)]
+            lib.tj3Free.argtypes = [ctypes.c_void_p]
+            lib.tj3Destroy.argtypes = [ctypes.c_void_p]
+        except (OSError, AttributeError):  # not there, or a 2.x library without the TurboJPEG 3 API
+            continue
+        return lib
+    return None
+
+
+_lib = _load_library()
 
 
 def lossless_available() -> bool:
-    return _tj is not None
+    return _lib is not None or _tj is not None
 
 
 def lossless_upright(data: bytes, orientation: int, progressive: bool = False) -> bytes | None:
     """``data`` turned upright in the DCT domain, with Orientation 1; None where that cannot be
     done exactly (library absent, imperfect transform, no EXIF tag to reset, a refusal)."""
     op = _OPS.get(orientation)
-    if _tj is None or op is None:
+    if op is None or not lossless_available():
         return None
-    try:
-        out = _turner().submit(_transform, bytes(data), op, progressive).result()
-    except BrokenProcessPool:  # the helper process died (killed, out of memory): this image re-encodes
-        _reset_turner()
-        return None
+    out = _transform(bytes(data), op, progressive)
     if out is None:
         return None
     # The transform copies APP markers as they were, Orientation included.
@@ -56,37 +98,27 @@ def lossless_upright(data: bytes, orientation: int, progressive: bool = False) -
 
 
 def _transform(data: bytes, op: str, progressive: bool) -> bytes | None:
-    try:
-        # perfect: refuse rather than drop the partial edge blocks (trim would shrink the image
-        # below the width/height the Parquet records). progressive: keep the source's coding.
-        return _tj.transform(data, op=getattr(_tj.OP, op), perfect=True, progressive=progressive)
-    except (RuntimeError, ValueError, MemoryError):
+    # perfect: refuse rather than drop the partial edge blocks (trim would shrink the image
+    # below the width/height the Parquet records). progressive: keep the source's coding.
+    if _lib is None:
+        try:
+            return _tj.transform(data, op=getattr(_tj.OP, op), perfect=True, progressive=progressive)
+        except (RuntimeError, ValueError, MemoryError):
+            return None
+    # A handle per call: TurboJPEG 3 handles keep what a transform option set (progressive
+    # coding stays on for the next image) and are not thread-safe; one costs microseconds.
+    handle = _lib.tj3Init(_TJINIT_TRANSFORM)
+    if not handle:
         return None
-
-
-# The turbojpeg binding holds the GIL for the whole transform (~70 ms for 7 MP): run in this
-# process it stalls every decode and score thread, which cost a third of the image throughput
-# with 1 photo in 12 rotated. In helper processes it runs beside them.
-_pool: ProcessPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _turner() -> ProcessPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            workers = max(1, min(4, (os.cpu_count() or 2) // 2))
-            # spawn: forking a process that runs threads can copy a held lock into the child
-            _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        return _pool
-
-
-def _reset_turner() -> None:
-    global _pool
-    with _pool_lock:
-        if _pool is not None:
-            _pool.shutdown(wait=False, cancel_futures=True)
-        _pool = None
+    spec = _Transform(op=_TJXOP[op], options=_TJXOPT_PERFECT | (_TJXOPT_PROGRESSIVE if progressive else 0))
+    dst, size = ctypes.POINTER(ctypes.c_ubyte)(), ctypes.c_size_t(0)
+    try:
+        rc = _lib.tj3Transform(handle, data, len(data), 1, ctypes.byref(dst), ctypes.byref(size), ctypes.byref(spec))
+        return ctypes.string_at(dst, size.value) if rc == 0 and dst else None
+    finally:
+        if dst:
+            _lib.tj3Free(dst)
+        _lib.tj3Destroy(handle)
 
 
 def set_exif_orientation(data: bytes, value: int) -> bytes | None:
