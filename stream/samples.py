@@ -83,14 +83,16 @@ def _pan_frames(img: np.ndarray, n: int, w: int, h: int, speed: float, x0: float
 def _encode(path: Path, frames: np.ndarray, fps: int, codec: str = "libx264") -> None:
     import av
 
+    from curastream.videos.x264 import x264_options
+
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=fps)
-        s.thread_count = 1  # threaded x264 is not byte-stable (videos.clip_encode.ENCODER_THREADS)
+        s.thread_count = 1  # the same bytes on any machine (videos.clip_encode.ENCODER_THREADS)
         s.width, s.height = frames.shape[2], frames.shape[1]
         s.pix_fmt = "yuv420p"
         s.time_base = Fraction(1, fps)
         if codec == "libx264":
-            s.options = {"preset": "veryfast", "crf": "23", "g": str(fps)}
+            s.options = {"preset": "veryfast", "crf": "23", "g": str(fps), **x264_options()}
         elif codec == "libvpx-vp9":
             s.options = {"crf": "36", "b": "0", "deadline": "realtime", "cpu-used": "8", "g": str(fps)}
         for i, f in enumerate(frames):

@@ -28,12 +28,13 @@ from curastream.videos.clip_facts import (
 )
 from curastream.videos.mp4box import faststart
 from curastream.videos.rotation import cw_from_ccw, ffmpeg_upright_filters, swaps_sides, upright_size
+from curastream.videos.x264 import x264_options
 
 # One x264 thread per clip encode, as Curator's ClipTranscodingStage (encoder_threads=1); clips
-# are encoded in parallel by the clip stage's workers instead. Threaded x264 gave the same
-# frames other bytes: sliced threads about 1 run in 7 under load, frame threads still now and
-# then between a Ray worker and the driver's process, and its auto thread count follows the
-# machine's cores. One thread: the same bytes on every run and every machine.
+# are encoded in parallel by the clip stage's workers instead. x264's automatic thread count
+# follows the machine's cores and its sliced threads code the frames otherwise, so one thread
+# keeps a clip's bytes the same on a machine of any size (see videos/x264.py for the AVX-512
+# fault that made them differ from run to run).
 ENCODER_THREADS = 1
 
 # Re-encoded clips keep source timing (VFR survives); 90 kHz represents every common frame rate.
@@ -43,6 +44,8 @@ _ENC_TIME_BASE = Fraction(1, 90000)
 def _encoder_options(encoder: str, preset: str, crf: int) -> dict[str, str]:
     if encoder in ("libx264", "libx265"):
         opts = {"preset": preset, "crf": str(crf)}
+        if encoder == "libx264":
+            opts.update(x264_options())
         if encoder == "libx265":
             opts["x265-params"] = "log-level=error"
         return opts

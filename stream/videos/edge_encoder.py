@@ -13,6 +13,7 @@ import av
 from curastream.videos.clip_encode import ENCODER_THREADS
 from curastream.videos.clip_facts import stream_fps
 from curastream.videos.packet_index import _TO_ANNEXB, _annexb_to_lengths, _nal_length_size, _Packet
+from curastream.videos.x264 import x264_options
 
 # Source codec -> (encoder for the edges, MP4 sample entry that allows in-band parameter sets).
 SPLICE_ENCODERS = {
@@ -63,7 +64,7 @@ class _EdgeEncoder:
 
 def _edge_options(encoder: str, preset: str, crf: int) -> dict[str, str]:
     if encoder == "libx264":
-        return {"preset": preset, "crf": str(crf)}
+        return {"preset": preset, "crf": str(crf), **x264_options()}
     if encoder == "libx265":
         return {"preset": preset, "crf": str(crf), "x265-params": "log-level=error:bframes=0"}
     if encoder == "libvpx-vp9":
