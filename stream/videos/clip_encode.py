@@ -340,11 +340,10 @@ def cut_reencode(
     except UNREADABLE as e:
         return [e] * len(spans)
     with container:
-        # Not frame threads: on streams that start without a clean reference (raw .h264) their
-        # error concealment depends on thread timing, and 1 run in 4 encoded other pixels.
+        # One decode thread, like the encode: the clip stage's workers cut several clips at once.
+        # (Threaded decodes were once blamed for clips that differed between runs; the decoded
+        # pixels were identical, and the fault was x264's: see videos/x264.py.)
         vs.thread_type = "SLICE"
-        # and one thread: with several, a Ray worker's clip still came out other than the
-        # driver's now and then (decoded pixels; x264 was already single-threaded)
         vs.thread_count = 1
         cc = vs.codec_context
         frames = _timed_frames(container, vs, min(s for s, _ in spans))

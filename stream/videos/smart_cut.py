@@ -98,7 +98,7 @@ class _Source:
     def __init__(self, path: str, stream_index: int, audio: bool):
         self.path = path
         self.container, self.vs = open_video(path, stream_index)
-        self.vs.thread_type = "SLICE"  # deterministic pixels: see clip_encode.cut_reencode
+        self.vs.thread_type = "SLICE"  # one thread per cut, as clip_encode.cut_reencode
         self.vs.thread_count = 1
         self.codec = codec_name(self.vs)
         self.fps = stream_fps(self.vs)
