@@ -8,7 +8,9 @@ Images: the JPEGs of ../shared/media/images (else the built-in samples), packed 
 its input. Two rows each: near-duplicate removal off (every copy written) and on (the copies
 are near-duplicates: two passes, the driver decides between them; ours writes one of each).
 Videos (a smaller row): the H.264 MP4/MOV files of ../shared/media/videos, copied into a
-folder, ``--split fixed --dry-run`` (decode, motion, clip metadata; no clip files).
+folder, ``--split fixed --dry-run`` (decode, motion, clip metadata; no clip files). One long
+video (a row of its own): Big Buck Bunny's 30 s, ``--clip-len 2 --dry-run``; the Ray contenders
+run it in three tasks of 10 s (``--ray-video-chunk-s 10``), the local one whole.
 
 Contenders, each a child process running the Python API (``run_images`` / ``run_videos``),
 taking turns (local, ray, cluster, local, ray, ...; median of ``--repeat``):
@@ -129,12 +131,14 @@ def child_images(tars: list[str], out: str, runner: str, address: str | None, de
                 rejected=stats.items_rejected, **_ray_fields(stats, init))
 
 
-def child_videos(src: str, out: str, runner: str, address: str | None) -> None:
+def child_videos(src: str, out: str, runner: str, address: str | None, chunk_s: float = 300.0,
+                 clip_len: float = 10.0) -> None:
     from curastream import VideoRunConfig, run_videos
 
     init = _watch_init()
-    cfg = VideoRunConfig(sources=[src], output=out, split="fixed", dry_run=True, clip_len=10.0, min_clip_len=2.0,
+    cfg = VideoRunConfig(sources=[src], output=out, split="fixed", dry_run=True, clip_len=clip_len, min_clip_len=2.0,
                          previews=False, progress=False, runner=runner, ray_address=address,
+                         ray_video_chunk_s=chunk_s,
                          stats=out.rstrip("/") + ".stats.json")
     t0 = time.perf_counter()
     stats = run_videos(cfg)
@@ -145,17 +149,20 @@ def child_videos(src: str, out: str, runner: str, address: str | None) -> None:
 
 def child_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("kind", choices=["images", "videos"])
+    ap.add_argument("kind", choices=["images", "videos", "long-video"])
     ap.add_argument("--src", nargs="+", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--runner", choices=["local", "ray"], required=True)
     ap.add_argument("--address", default=None)
     ap.add_argument("--dedup", action="store_true")
     ap.add_argument("--per-tar", type=int, default=100)
+    ap.add_argument("--chunk-s", type=float, default=300.0)
     a = ap.parse_args(argv)
     try:
         if a.kind == "images":
             child_images(a.src, a.out, a.runner, a.address, a.dedup, a.per_tar)
+        elif a.kind == "long-video":
+            child_videos(a.src[0], a.out, a.runner, a.address, chunk_s=a.chunk_s, clip_len=2.0)
         else:
             child_videos(a.src[0], a.out, a.runner, a.address)
     except Exception as e:  # noqa: BLE001
@@ -165,6 +172,11 @@ def child_main(argv: list[str]) -> int:
         emit_result(error=f"{type(e).__name__}: {e}")
         return 1
     return 0
+
+
+# One video split into parts on Ray (--ray-video-chunk-s): 30 s of 720p VP8, in three 10 s parts.
+LONG_VIDEO = "moviepy_big_buck_bunny_0_30.webm"
+LONG_CHUNK_S = 10.0
 
 
 # ------------------------------------------------------------------------------------ our Ray processes
@@ -463,7 +475,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cluster", action="store_true", help="also run on a two-node loopback cluster started here")
     ap.add_argument("--ray-address", default=None, help="also run on this running cluster (HOST:PORT)")
-    ap.add_argument("--skip", default="", help="comma list to skip: dedup-off,dedup-on,videos")
+    ap.add_argument("--skip", default="", help="comma list to skip: dedup-off,dedup-on,videos,long-video")
     ap.add_argument("--json", default=None, help="also write the medians here")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args()
@@ -490,6 +502,13 @@ def main() -> int:
         vid_dir = str(link_inputs(vids, tmp / "vin"))
         print(f"videos: {vwhat}: {len(vids)} files, {sum(v.stat().st_size for v in vids) / 1e6:.1f} MB; "
               "--split fixed --clip-len 10 --dry-run", flush=True)
+
+    long_dir = None
+    long_video = Path(args.media) / "videos" / LONG_VIDEO
+    if "long-video" not in skip and long_video.is_file():
+        long_dir = str(link_inputs([long_video], tmp / "lvin"))
+        print(f"long video: {LONG_VIDEO}; --split fixed --clip-len 2 --dry-run, --ray-video-chunk-s "
+              f"{LONG_CHUNK_S:g} (the Ray runs split it, the local run does not)", flush=True)
 
     cluster = None
     address = args.ray_address
@@ -522,6 +541,9 @@ def main() -> int:
         groups["dedup-on"] = contenders("images", tars, ["--dedup"], "images", "images, dedup on")
     if vid_dir:
         groups["videos"] = contenders("videos", [vid_dir], [], "clips", "videos, fixed, dry run")
+    if long_dir:
+        groups["long-video"] = contenders("long-video", [long_dir], ["--chunk-s", str(LONG_CHUNK_S)], "clips",
+                                          "one long video in parts")
 
     try:
         rows = run_rounds(groups, outs, args.repeat, env, cluster, str(ray_tmp))
@@ -536,9 +558,10 @@ def main() -> int:
                                                 "images_per_tar": args.images_per_tar},
            "cluster_start_s": cluster.start_s if cluster else None}
     titles = {"dedup-off": "Images, dedup off", "dedup-on": "Images, dedup on (two passes)",
-              "videos": "Videos, --split fixed --dry-run"}
+              "videos": "Videos, --split fixed --dry-run",
+              "long-video": f"One video in parts of {LONG_CHUNK_S:g} s, --split fixed --dry-run"}
     for g, rs in rows.items():
-        doc[g] = report(titles[g], rs, "clips" if g == "videos" else "images")
+        doc[g] = report(titles[g], rs, "clips" if g in ("videos", "long-video") else "images")
     print(f"\n{load_line()}")
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=2, default=str))

@@ -3,12 +3,14 @@
 
     .venv/bin/python scripts/parity_videos.py [--videos DIR_OR_FILES...] [--clip-len 10]
         [--min-clip-len 2] [--encoder libx264] [--curator-python PATH] [--keep DIR] [--strict]
+        [--ours KEY=VALUE ...]
 
 Runs Curator 1.4's fixed-stride pipeline (VideoReader -> FixedStrideExtractorStage ->
 ClipTranscodingStage -> MotionVectorDecodeStage -> MotionFilterStage -> ClipWriterStage, via
 scripts/_curator_driver.py in the Curator venv ``.venv-bench``, as scripts/bench_videos.py does)
-and curastream (``split="fixed"``, same clip length and minimum, default motion method) on a copy
-of the same input folder, then compares the two output trees:
+and curastream (``split="fixed"``, same clip length and minimum, default motion method; ``--ours
+motion_source=reencode`` and the like add VideoRunConfig settings) on a copy of the same input
+folder, then compares the two output trees:
 
   * clip ids (span_uuid): only in Curator's, only in ours, common;
   * per common clip, every metas/v0 key: missing/extra keys, JSON type differences, and value
@@ -296,11 +298,26 @@ def pick_inputs(args_videos: list[str]) -> list[Path]:
     return picked
 
 
-def run_ours(src: Path, out: Path, clip_len: float, min_len: float) -> None:
+def run_ours(src: Path, out: Path, clip_len: float, min_len: float, extra: dict[str, Any] | None = None) -> None:
     from curastream import VideoRunConfig, run_videos
 
     run_videos(VideoRunConfig(sources=[str(src)], output=str(out), split="fixed", clip_len=clip_len,
-                              min_clip_len=min_len, progress=False))
+                              min_clip_len=min_len, progress=False, **(extra or {})))
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as VideoRunConfig keyword arguments (VALUE read as JSON when it is,
+    else as a string: ``crf=20``, ``motion_source=reencode``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"parity_videos: --ours wants KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
 
 
 def main() -> int:
@@ -312,7 +329,10 @@ def main() -> int:
     ap.add_argument("--curator-python", default=default_curator_python())
     ap.add_argument("--keep", default=None, help="write both output trees here instead of a temporary folder")
     ap.add_argument("--strict", action="store_true", help="exit 1 when any parity mismatch is found")
+    ap.add_argument("--ours", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra curastream settings (VideoRunConfig fields), e.g. motion_source=reencode")
     args = ap.parse_args()
+    extra = parse_settings(args.ours)
 
     why = curator_ready(args.curator_python)
     if why:
@@ -327,7 +347,8 @@ def main() -> int:
     src.mkdir(parents=True, exist_ok=True)
     for f in files:  # copies: curastream refuses inputs that resolve outside input_path
         shutil.copyfile(f, src / f.name)
-    print(f"{len(files)} videos, clip_len {args.clip_len:g} s, min {args.min_clip_len:g} s; outputs in {base}")
+    print(f"{len(files)} videos, clip_len {args.clip_len:g} s, min {args.min_clip_len:g} s; outputs in {base}"
+          + (f"; curastream settings {extra}" if extra else ""))
     drv = str(ROOT / "scripts" / "_curator_driver.py")
     run = run_child([args.curator_python, drv, "videos", "--dir", str(src), "--out", str(cur_out),
                      "--encoder", args.encoder, "--clip-len", str(args.clip_len),
@@ -335,7 +356,7 @@ def main() -> int:
     if not run.ok:
         print(f"parity_videos: Curator run failed: {run.error}")
         return 1
-    run_ours(src, our_out, args.clip_len, args.min_clip_len)
+    run_ours(src, our_out, args.clip_len, args.min_clip_len, extra)
     result = compare_trees(cur_out, our_out)
     print(format_report(result))
     if not args.keep:

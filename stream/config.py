@@ -266,6 +266,13 @@ class VideoRunConfig:
         help="auto: codec motion vectors as Curator scores them where the codec has them (H.264/MPEG family), "
              "block matching on the analysis frames, calibrated to the same scale, elsewhere (VP9, AV1, ...); "
              "vectors: only codec vectors (-1 without them, as Curator); frames: block matching for every codec.")
+    motion_source: str = opt(
+        "source", group="filters", choices=("source", "reencode"),
+        help="source: score motion from the source (see --motion-method); reencode: from the vectors of a "
+             "libx264 re-encode of each clip at --preset/--crf, as Curator scores its own transcode (x264 codes "
+             "still areas as skip blocks: filter decisions closer to Curator's, for every source codec). Costs one "
+             "extra encode per clip (about 2x a run's CPU); almost nothing with --reencode --encoder libx264 "
+             "(the clip itself is scored).")
     motion_global_mean_threshold: float = opt(
         MOTION_GLOBAL_MEAN_THRESHOLD, group="filters", min=0, help="Minimum mean motion over the clip (Curator's units).")
     motion_per_patch_min_threshold: float = opt(
@@ -285,6 +292,10 @@ class VideoRunConfig:
     runner: str = shared("runner")
     ray_address: str | None = shared("ray_address")
     gpus_per_task: float = shared("gpus_per_task")
+    ray_video_chunk_s: float | None = opt(
+        300.0, group="performance", min=0, above=True, off=0, metavar="SECONDS",
+        help="With --runner ray --split fixed: a longer video runs as several tasks of about this many seconds "
+             "of video each (same output either way).")
     video_time_limit: float | None = opt(
         600.0, group="performance", min=0, above=True, off=0, formerly=("video_time_limit_s",),
         help="Seconds one video may take before it is rejected (a hostile file cannot hang the run).")

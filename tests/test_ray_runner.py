@@ -24,7 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -262,15 +261,6 @@ def _clip_files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "clips").rglob("*.mp4"))}
 
 
-def _gray_frames(data: bytes) -> list:
-    import io
-
-    import av
-
-    with av.open(io.BytesIO(data)) as c:
-        return [f.to_ndarray(format="gray") for f in c.decode(video=0)]
-
-
 def _metas(out: Path) -> dict[str, dict]:
     docs = {}
     for p in sorted((out / "metas").rglob("*.json")):
@@ -293,19 +283,10 @@ def test_videos_on_two_nodes_match_local(cluster, tmp_path):
         runs[runner] = (out, run_videos(cfg))
     (lo, _), (ro, rstats) = runs["local"], runs["ray"]
     assert _clip_files(lo), "the local run wrote no clips: the comparison would be empty"
-    # KNOWN OPEN (see the session note): the raw .h264's re-encoded clip differs from the local
-    # one about 1 run in 3 under load, by a fraction of a grey level, even with one-threaded
-    # decode and encode. It is compared by its decoded frames until that is found; every other
-    # clip must be byte-identical.
-    raw = {f"clips/{m['span_uuid']}.mp4" for m in _metas(lo).values() if m["source_video"].endswith(".h264")}
-    got, want = _clip_files(ro), _clip_files(lo)
-    assert got.keys() == want.keys()
-    assert {k: v for k, v in got.items() if k not in raw} == {k: v for k, v in want.items() if k not in raw}
-    for k in raw:
-        a, b = _gray_frames(got[k]), _gray_frames(want[k])
-        assert len(a) == len(b) and max(float(np.abs(x.astype(int) - y).mean()) for x, y in zip(a, b)) < 1.0
-    strip = lambda docs: {k: {f: v for f, v in d.items() if f != "num_bytes"} for k, d in docs.items()}  # noqa: E731
-    assert strip(_metas(ro)) == strip(_metas(lo))
+    # Every clip byte for byte, the raw .h264's re-encode included: it differed now and then
+    # until libx264's AVX-512 code was switched off (videos/x264.py).
+    assert _clip_files(ro) == _clip_files(lo)
+    assert _metas(ro) == _metas(lo)
     rej = [pq.read_table(o / "_curastream" / "rejects.parquet").to_pylist() for o in (lo, ro)]
     assert [Path(r["source"]).name for r in rej[1]] == ["no_moov.mp4"]
     assert [(r["source"], r["stage"]) for r in rej[1]] == [(r["source"], r["stage"]) for r in rej[0]]
@@ -363,3 +344,132 @@ def test_gpu_share_per_task_reaches_ray_and_is_checked():
     r = subprocess.run([str(Path(sys.executable).parent / "curastream"), "videos", "x", "-o", "o",
                         "--gpus-per-task", "1.5"], capture_output=True, text=True)
     assert r.returncode == 2 and "--gpus-per-task" in r.stderr and "Traceback" not in r.stderr
+
+
+def _dataset_files(out: Path) -> dict[str, bytes]:
+    """Every file of the dataset (not the run's own records), JSON with the output folder masked:
+    metas record where their clip went, which names the output."""
+    files = {}
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out).as_posix()
+        if p.is_file() and not rel.startswith("_curastream/") and rel != "index.json":
+            data = p.read_bytes()
+            files[rel] = data.replace(str(out).encode(), b"<out>") if rel.endswith(".json") else data
+    return files
+
+
+def test_long_videos_split_across_tasks_match_local(cluster, tmp_path):
+    """Two real videos longer than ``ray_video_chunk_s`` run as parts of consecutive fixed spans,
+    each part decoding from a keyframe before its first span: Big Buck Bunny (VP8, 30 s, motion
+    from frames) in 4 tasks and the cockatoo (H.264 4:4:4 from an old x264, motion from codec
+    vectors) in 2. Clips, metas, previews and the processed_* records equal a local run's byte
+    for byte, and the summary counts each video once."""
+    names = ["moviepy_big_buck_bunny_0_30.webm", "imageio_cockatoo.mp4"]
+    src = tmp_path / "videos"
+    src.mkdir()
+    for name in names:
+        os.symlink(MEDIA / "videos" / name, src / name)
+    runs = {}
+    for runner in ("local", "ray"):
+        out = tmp_path / runner[0] / "out"  # equal lengths: metas name the output, and bytes are compared
+        cfg = VideoRunConfig(sources=[str(src)], output=str(out), split="fixed", clip_len=3.0, min_clip_len=0.5,
+                             previews=True, ray_video_chunk_s=10.0, progress=False, runner=runner,
+                             ray_address=cluster if runner == "ray" else None)
+        runs[runner] = (out, run_videos(cfg))
+    (lo, _), (ro, rstats) = runs["local"], runs["ray"]
+    want, got = _dataset_files(lo), _dataset_files(ro)
+    # 10 + 5 three-second spans; the comparison must cover every kind of file
+    assert len([k for k in want if k.startswith("metas/")]) == 15
+    assert {k.split("/")[0] for k in want} >= {"clips", "metas", "previews", "processed_videos",
+                                               "processed_clip_chunks"}
+    assert sorted(got) == sorted(want)
+    assert [k for k in want if got[k] != want[k]] == []
+    assert rstats.extra["tasks"] == 4 + 2 and rstats.extra["videos_split"] == 2
+    sums = [json.loads((o / "_curastream" / "summary.json").read_text()) for o in (lo, ro)]
+    assert sums[1]["totals"] == sums[0]["totals"]
+    assert sums[1]["totals"]["videos_processed"] == 2
+    for k in ("videos", "videos_incomplete", "chunks", "clips", "clips_passed", "clips_with_webp", "files_written",
+              "bytes_written"):
+        assert sums[1]["writer"][k] == sums[0]["writer"][k], k
+    by_video = {Path(v["video"]).name: v for v in sums[1]["videos"]}
+    assert sorted(by_video) == sorted(names)
+    assert (by_video[names[0]]["tasks"], by_video[names[1]]["tasks"]) == (4, 2)
+    local_by_video = {Path(v["video"]).name: v for v in sums[0]["videos"]}
+    for name in names:
+        assert by_video[name]["clips"] == local_by_video[name]["clips"]
+        assert by_video[name]["clips_passed"] == local_by_video[name]["clips_passed"]
+    assert rstats.items_in == 2 and rstats.items_out == 2
+    assert not pq.read_table(ro / "_curastream" / "rejects.parquet").num_rows
+    _check_index_and_clean(ro)
+
+    # The driver killed once a part has committed a clip: no video is done (its processed_videos
+    # record is the driver's to write), so the resume redoes every part of the unfinished ones
+    # and the output is the local run's again.
+    ko = tmp_path / "k" / "out"
+    cli = str(Path(sys.executable).parent / "curastream")
+    p = subprocess.Popen([cli, "videos", str(src), "-o", str(ko), "--split", "fixed", "--clip-len", "3",
+                          "--min-clip-len", "0.5", "--previews", "--ray-video-chunk-s", "10", "--runner", "ray",
+                          "--ray-address", cluster], env={**os.environ, **RAY_ENV},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(ko.glob("metas/*/*.json")) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert p.poll() is None, "the run ended before it could be killed"
+        p.kill()
+    finally:
+        p.wait()
+    assert list(ko.glob("metas/*/*.json")) and not (ko / "index.json").exists()
+    assert len(list(ko.glob("processed_videos/*.json"))) < 2
+    run_videos(VideoRunConfig(sources=[str(src)], output=str(ko), split="fixed", clip_len=3.0, min_clip_len=0.5,
+                              previews=True, ray_video_chunk_s=10.0, progress=False, runner="ray",
+                              ray_address=cluster, on_existing="resume"))
+    again = _dataset_files(ko)
+    assert sorted(again) == sorted(want)
+    assert [k for k in want if again[k] != want[k]] == []
+    _check_index_and_clean(ko)
+
+
+def test_split_video_rejected_by_one_part_keeps_no_file(tmp_path):
+    """A part that rejects its video rejects it whole: the clip files the other part committed
+    are removed (a local run writes none for a rejected video), one reject row and one summary
+    entry remain, and the run's stats count the video once, as rejected."""
+    from curastream.distributed.stats import merge_stats
+    from curastream.distributed.video_plan import VideoTask
+    from curastream.distributed.videos import _VideoResults
+    from curastream.engine.ownership import Ownership
+    from curastream.engine.stats import RunStats
+    from curastream.engine.storage import Storage
+    from curastream.videos.sources import VideoInput
+    from curastream.writers.rejects import reject_row
+
+    storage = Storage(str(tmp_path / "out"))
+    inp = VideoInput(str(tmp_path / "long.mp4"), 1000, True)
+    plan = [VideoTask(inp, "vid000000-0000", (0, 3), 0, 2), VideoTask(inp, "vid000000-0001", (3, 5), 1, 2)]
+
+    def part(files: list[str], reason: str | None) -> dict:
+        st = RunStats(kind="videos")
+        st.items_in, st.bytes_in = 1, 1000
+        if reason:
+            st.count_reject("decode:error")
+        else:
+            st.items_out = 1
+        written = [storage.write_atomic(rel, b"clip bytes").to_dict() for rel in files]
+        entry = ({"video": inp.path, "status": "rejected", "stage": "decode", "reason": reason} if reason else
+                 {"video": inp.path, "status": "ok", "clips": len(files), "clips_passed": len(files)})
+        return {"files": written, "stats": st.to_dict(), "node": "n1", "seconds": 1.0, "summary": {},
+                "rejects": [reject_row(None, inp.path, None, "decode", reason)] if reason else [],
+                "per_video": [entry], "clips_total": len(files), "clips_passed": len(files), "clips_filtered": 0,
+                "videos_with_warnings": 0, "records": []}
+
+    videos = _VideoResults(plan, storage, Ownership(storage, "run"), None, 32)
+    videos.add(1, part(["clips/b.mp4"], "no frame could be decoded"))  # parts finish in any order
+    assert (tmp_path / "out" / "clips" / "b.mp4").exists() and videos.results == []
+    videos.add(0, part(["clips/a.mp4", "metas/a.json"], None))
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+    [r] = videos.results
+    assert [(x["source"], x["stage"]) for x in r["rejects"]] == [(inp.path, "decode")]
+    assert [e["status"] for e in r["per_video"]] == ["rejected"] and r["clips_total"] == 0
+    stats = merge_stats("videos", videos.tasks, 1.0)
+    assert (stats.items_in, stats.items_out, stats.bytes_in, stats.items_rejected) == (1, 0, 1000, 1)
+    assert stats.extra["tasks"] == 2 and videos.split == 1

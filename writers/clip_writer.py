@@ -47,7 +47,7 @@ from curastream.writers.clip_layout import (  # noqa: F401 - names callers impor
     relative_video_path,
 )
 from curastream.writers.clip_meta import clip_windows, meta_doc
-from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord, chunk_uuid
+from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord, chunk_by_duration, chunk_uuid
 from curastream.writers.clip_pool import WritePool
 from curastream.writers.clip_summary import (
     ClipOutcome,
@@ -107,6 +107,7 @@ class ClipWriter(ClipLayout, Sink):
         *,
         storage: Storage | None = None,
         max_pending_chunks: int | None = None,
+        video_records: bool = True,
     ):
         if embedding_algorithm not in EMBEDDING_ALGORITHMS:
             raise ValueError(
@@ -145,6 +146,10 @@ class ClipWriter(ClipLayout, Sink):
         self._closed = False
         self._videos: dict[str, VideoState] = {}
         self._stats = WriterStats()
+        # False: clip files only (a Ray task's part of a video); the video's chunk and
+        # processed_videos records are written once, from every part, by write_video_records.
+        self.video_records = video_records
+        self._kept: dict[str, tuple[VideoRecord, list[tuple[list[ClipRecord], list]]]] = {}
 
     # -- sink contract ----------------------------------------------------------------------
     @property
@@ -192,6 +197,10 @@ class ClipWriter(ClipLayout, Sink):
         try:
             _ = self.storage
             job = _ChunkJob(chunk, video, st, [None] * len(chunk.clips), len(chunk.clips))
+            if not self.video_records:  # what the records need, without the media
+                light = [ClipRecord(c.span, c.start_frame, c.end_frame, c.uuid) for c in chunk.clips]
+                with self._lock:
+                    self._kept.setdefault(video.path, (video, []))[1].append((light, job.outcomes))
             if not chunk.clips:
                 self._pool.submit(self._finish_chunk, job)
             for i in range(len(chunk.clips)):
@@ -226,7 +235,30 @@ class ClipWriter(ClipLayout, Sink):
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
-            return self._stats.summary(list(self._videos.values()))
+            return self._stats.summary(list(self._videos.values()) if self.video_records else [])
+
+    def written_clips(self) -> list[tuple[VideoRecord, list[ClipRecord], list[ClipOutcome]]]:
+        """With ``video_records=False``, after :meth:`commit`: per video, its clips (span and id
+        only) and what writing each produced, in the order written."""
+        out = []
+        for video, parts in self._kept.values():
+            out.append((video, [c for light, _ in parts for c in light], [o for _, oc in parts for o in oc]))
+        return out
+
+    def write_video_records(self, video: VideoRecord, clips: list[ClipRecord], outcomes: list[ClipOutcome],
+                            clips_per_chunk: int) -> None:
+        """A video's ``processed_clip_chunks`` (and chunk embeddings) and, last, its
+        ``processed_videos`` record, from clips other writers wrote (:meth:`written_clips`),
+        grouped as the pipeline groups them. Runs on the caller's thread."""
+        groups = chunk_by_duration(clips, clips_per_chunk)
+        st = self._register(ClipChunk(video.path, 0, groups[0], len(groups)), video,
+                            relative_video_path(self.input_path, video.path))
+        st.submitted.update(range(len(groups)))
+        start = 0
+        for ci, group in enumerate(groups):
+            self._write_chunk_files(ClipChunk(video.path, ci, group, len(groups)), video, st,
+                                    outcomes[start:start + len(group)])
+            start += len(group)
 
     # -- internals: lifecycle -----------------------------------------------------------------
     def _register(self, chunk: ClipChunk, video: VideoRecord, rel: str) -> VideoState:
@@ -355,7 +387,7 @@ class ClipWriter(ClipLayout, Sink):
     # -- internals: one chunk -------------------------------------------------------------------
     def _finish_chunk(self, job: _ChunkJob) -> None:
         try:
-            if not job.failed:
+            if not job.failed and self.video_records:
                 self._write_chunk_files(job.chunk, job.video, job.st, job.outcomes)
         except _Stopped:
             pass

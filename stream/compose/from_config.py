@@ -68,7 +68,7 @@ def _video_stages(cfg: VideoRunConfig) -> list[Any]:
         S.VideoReader(input_video_path=list(cfg.sources), storage_options=cfg.storage_options,
                       analysis_short_side=cfg.analysis_short_side, video_time_limit=cfg.video_time_limit,
                       device=cfg.device, runner=cfg.runner, ray_address=cfg.ray_address,
-                      gpus_per_task=cfg.gpus_per_task),
+                      gpus_per_task=cfg.gpus_per_task, ray_video_chunk_s=cfg.ray_video_chunk_s),
         _splitting(cfg),
         S.ClipTranscodingStage(encoder=cfg.encoder, clip_mode=cfg.clip_mode,
                                num_clips_per_chunk=_set(cfg, "clips_per_chunk"), preset=_set(cfg, "preset"),
@@ -76,7 +76,7 @@ def _video_stages(cfg: VideoRunConfig) -> list[Any]:
         S.MotionFilterStage(score_only=not cfg.motion_filter,
                             global_mean_threshold=_set(cfg, "motion_global_mean_threshold"),
                             per_patch_min_256_threshold=_set(cfg, "motion_per_patch_min_threshold"),
-                            motion_method=cfg.motion_method),
+                            motion_method=cfg.motion_method, motion_source=cfg.motion_source),
     ]
     if cfg.min_duration is not None or cfg.max_duration is not None:
         stages.append(S.ClipDurationFilterStage(min_duration_s=cfg.min_duration, max_duration_s=cfg.max_duration))

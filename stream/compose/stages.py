@@ -143,14 +143,15 @@ class VideoReader(BuiltinStage):
 
     Keyword arguments under the CLI's flag names: how videos are decoded and placed
     (``analysis_short_side``, ``video_time_limit``, ``device``, ``runner``, ``ray_address``,
-    ``gpus_per_task``)."""
+    ``gpus_per_task``, ``ray_video_chunk_s``)."""
 
     medium = "videos"
 
     def __init__(self, input_video_path: str | list[str], video_limit: int | None = None, verbose: bool = False,
                  storage_options: dict | None = None, *, analysis_short_side: int = 144,
                  video_time_limit: float | None = 600.0, device: str = "auto", runner: str = "local",
-                 ray_address: str | None = None, gpus_per_task: float = 1.0, **kwargs: Any):
+                 ray_address: str | None = None, gpus_per_task: float = 1.0,
+                 ray_video_chunk_s: float | None = 300.0, **kwargs: Any):
         paths = input_video_path if isinstance(input_video_path, (list, tuple)) else [input_video_path]
         self.sources = [str(p) for p in paths]
         self.video_limit = video_limit if video_limit and video_limit > 0 else None
@@ -158,7 +159,8 @@ class VideoReader(BuiltinStage):
         self.storage_options = storage_options
         self.settings: dict[str, Any] = dict(
             analysis_short_side=analysis_short_side, video_time_limit=video_time_limit, device=device,
-            runner=runner, ray_address=ray_address, gpus_per_task=gpus_per_task)
+            runner=runner, ray_address=ray_address, gpus_per_task=gpus_per_task,
+            ray_video_chunk_s=ray_video_chunk_s)
         _ignored(self.name, kwargs)
 
 
@@ -261,14 +263,16 @@ class MotionVectorDecodeStage(BuiltinStage):
 
 class MotionFilterStage(BuiltinStage):
     """Curator's motion filter; ``score_only=True`` keeps every clip and records the scores.
-    ``motion_method``: the CLI's --motion-method (auto, vectors, frames)."""
+    ``motion_method``: the CLI's --motion-method (auto, vectors, frames); ``motion_source``: its
+    --motion-source (source, or reencode: score an x264 re-encode of each clip, as Curator does)."""
 
     medium = "videos"
 
     def __init__(self, score_only: bool = False, global_mean_threshold: float | None = None,
                  per_patch_min_256_threshold: float | None = None, verbose: bool = False, *,
-                 motion_method: str = "auto", **kwargs: Any):
-        self.settings: dict[str, Any] = {"motion_filter": not score_only, "motion_method": motion_method}
+                 motion_method: str = "auto", motion_source: str = "source", **kwargs: Any):
+        self.settings: dict[str, Any] = {"motion_filter": not score_only, "motion_method": motion_method,
+                                         "motion_source": motion_source}
         if global_mean_threshold is not None:
             self.settings["motion_global_mean_threshold"] = global_mean_threshold
         if per_patch_min_256_threshold is not None:

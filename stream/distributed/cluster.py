@@ -114,9 +114,11 @@ def remove_orphan_temps(storage: Storage, ownership: Ownership) -> int:
 
 
 def gather(ray, refs: list, progress: Progress | None = None,
-           count: Callable[[dict], int] = lambda r: r.get("items", 0)) -> list[dict]:
-    """Task results in submission order, progress updated as each finishes. The first task
-    that fails for good cancels the rest and raises."""
+           count: Callable[[dict], int] = lambda r: r.get("items", 0),
+           on_result: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Task results in submission order, progress updated as each finishes (after
+    ``on_result(index, result)``, on this thread). The first task that fails for good cancels
+    the rest and raises."""
     index = {ref: i for i, ref in enumerate(refs)}
     out: list[dict | None] = [None] * len(refs)
     pending = list(refs)
@@ -126,6 +128,8 @@ def gather(ray, refs: list, progress: Progress | None = None,
             for ref in done:
                 r = ray.get(ref)
                 out[index[ref]] = r
+                if on_result is not None:
+                    on_result(index[ref], r)
                 if progress is not None:
                     progress.update(count(r))
     except BaseException:

@@ -12,8 +12,23 @@ video run stayed flat (287 -> 315 MB) but cost ~30% throughput (analysis 0.85x -
 bare decode; every frame-sized block became a page-faulting mmap) and, being process-wide,
 made a later image run in the same process 0.54x the limit instead of 0.8x; at 1 MiB it was
 1.17x at 10x and still ~10-20% slower. What is kept is :func:`trim` once per finished video
-(cheap, a few ms) and the analysis stage's pixel budget (``videos.analyze._PixelBudget``); the
-real fix is to stop the churn (reuse frame buffers across chunks), left open.
+(cheap, a few ms) and the analysis stage's pixel budget (``videos.analyze._PixelBudget``).
+
+Reusing the analysis decode's chunk buffers was built, tested and NOT kept (the session note of
+2026-12-03 has the table): a pool that hands a chunk's buffer out again only once nothing
+references it (every consumer copies what it keeps past a chunk) left the numbers where they
+were. ``bench_videos.py --memory --memory-factor 10`` (21 videos, 1 run per cell, +-10% noise),
+peak tree RSS 1x -> 10x, fixed split: before 751 -> 989 MB (1.32x, load 4-15); with the pool
+789 -> 999 MB (1.27x, load 1-10). Scenes, before: 1207 -> 1907 (1.58x) and 1156 -> 2124 MB
+(1.84x) in two runs; with the pool 1031 -> 2407 MB (2.33x), one run. So the chunk buffers are
+not what grows. Sampled every 3 s through a 10x fixed run, RSS swings 360-900 MB with the videos
+in flight and the per-21-video maximum shows no trend (715, 842, 820, 863, 818, 894, 775, 790,
+690, 716 MB): the fixed ratio looks like the peak of more, differently mixed overlaps rather
+than a ratchet. Scenes does grow (~+1 GB at 10x) and is the open item. A malloc arena cap
+(``mallopt(M_ARENA_MAX, 2)`` when the analyze stage opens) lowered both ends by ~10% but not
+the ratio (703 -> 896 MB, 1.27x, quiet machine; CPU seconds no higher) and was not kept either:
+it misses the target as well, is process-wide, and the first run with it stalled for minutes in
+a libsvtav1 edge encode (idle on SVT's semaphores; not shown to be caused by the cap, not seen without it).
 """
 
 from __future__ import annotations

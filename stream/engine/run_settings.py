@@ -27,7 +27,7 @@ SETTINGS_FORMAT = "curastream-run/1"
 NOT_SHAPING = frozenset({
     "sources", "files_from", "input_path", "output", "on_existing", "storage_options", "stats", "emit_ipc",
     "emit_ipc_bytes", "progress", "verbose", "workers", "max_workers", "batch_size", "device", "decoder",
-    "runner", "ray_address", "gpus_per_task",  # where the work runs, not what it writes: a resume may switch
+    "runner", "ray_address", "gpus_per_task", "ray_video_chunk_s",  # where the work runs, not what it writes: a resume may switch
 })
 
 

@@ -76,9 +76,12 @@ class AnalyzeStage(Stage):
     provides = ("status", "reject_stage", "reject_reason", *PROBE_COLUMNS, "decode_errors", "analysis_s",
                 "motion_method", "warnings")
 
-    def __init__(self, cfg: VideoRunConfig, device: Device):
+    def __init__(self, cfg: VideoRunConfig, device: Device, span_range: tuple[int, int] | None = None):
         self.cfg = cfg
         self.device = device
+        # (i, j): analyse fixed spans i..j-1 only, decoding just their part (a Ray task's share
+        # of a long video, distributed/video_plan.py); None: the whole video
+        self.span_range = span_range
         self.workers = 2  # two videos at once: one decode + its kernels leave a core idle
         self._budget = _PixelBudget(DECODE_PIXEL_BUDGET)
         if device.is_gpu:  # one NVDEC session per worker; their surfaces live on the GPU
@@ -184,12 +187,14 @@ class AnalyzeStage(Stage):
                         or (cfg.motion_method == "auto" and min(info.width, info.height) >= MV_MIN_SIDE)))
         on_frame = None
         spans: list[Span] = []
+        window: dict[str, float] = {}
         if not scenes:
             # Curator's spans and ids: its frame rate and frame count, not the decoder's.
             # A minimum above the clip length would drop every clip (Curator's outcome for
             # --clip-len 1 with its default minimum of 2): it is capped at the clip length.
-            spans = fixed_stride_spans(info.meta_num_frames, info.meta_fps, cfg.clip_len,
-                                       min(cfg.min_clip_len, cfg.clip_len), cfg.stride)
+            spans = fixed_spans(info, cfg)
+            if self.span_range is not None:
+                spans, window = _span_window(spans, *self.span_range)
             # upload_clips=False still encodes, as Curator does: the metas keep the clip's facts.
             if cfg.clip_mode == "reencode" and not cfg.dry_run and not self.device.is_gpu:
                 # single pass: the decode that feeds the kernels also feeds the encoders
@@ -199,6 +204,10 @@ class AnalyzeStage(Stage):
         last_frame = -1
         score_next = 0.0
         preview_next = 0.0
+        if window:
+            # A part's once-a-second score and preview picks start at its first span: where a
+            # whole decode's picks fall when frame times meet whole seconds (docs/RAY.md).
+            score_next = preview_next = window.get("start_s", 0.0)
         motion = MotionAccumulator(fps, mv_size=(info.width, info.height) if use_mvs else None,
                                    source_size=None if use_mvs else (info.display_width, info.display_height),
                                    sample_fps=MOTION_FPS)
@@ -220,7 +229,7 @@ class AnalyzeStage(Stage):
             path, info, **kw, short_side=cfg.analysis_short_side,
             sample_fps=None if scenes else MOTION_FPS, motion_pairs=not scenes and not use_mvs,
             motion_vectors=use_mvs, time_limit_s=cfg.video_time_limit,
-            on_frame=on_frame, preview_fps=1.0 if cfg.previews else None, preview_height=240,
+            on_frame=on_frame, preview_fps=1.0 if cfg.previews else None, preview_height=240, **window,
             chunk_size=ANALYSIS_CHUNK,
         )
         # Closed here, not when garbage collected: an exception stored with its traceback
@@ -262,7 +271,31 @@ class AnalyzeStage(Stage):
         # sampling interval before the real end without anything being missing.
         slack = 1 + (0 if scenes else int(math.ceil(fps / MOTION_FPS)))
         short = (last_frame + 1, info.num_frames) if last_frame + 1 + slack < info.num_frames else None
+        if "stop_s" in window:  # a part that ends before the video does
+            short = None
         return spans, samples, score_frames, preview_frames, media, decode_errors, short
+
+
+def fixed_spans(info: VideoInfo, cfg: VideoRunConfig) -> list[Span]:
+    """A video's fixed-stride spans, from the probe alone (a Ray driver plans tasks with them)."""
+    return fixed_stride_spans(info.meta_num_frames, info.meta_fps, cfg.clip_len,
+                              min(cfg.min_clip_len, cfg.clip_len), cfg.stride)
+
+
+# Decoded past a part's last span: the frame after a clip's last (its motion pair) and the next
+# sample times, so the part's spans see every frame a whole decode gives them.
+PART_TAIL_S = 1.0
+
+
+def _span_window(spans: list[Span], i: int, j: int) -> tuple[list[Span], dict[str, float]]:
+    """Spans i..j-1 and the decoder's start_s / stop_s for them (none at the video's ends)."""
+    part = spans[i:j]
+    window: dict[str, float] = {}
+    if i > 0:
+        window["start_s"] = part[0].start_s
+    if j < len(spans):
+        window["stop_s"] = max(sp.end_s for sp in part) + PART_TAIL_S
+    return part, window
 
 
 class _PixelBudget:

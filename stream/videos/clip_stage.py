@@ -17,7 +17,7 @@ from curastream.engine.device import Device
 from curastream.engine.names import printable
 from curastream.engine.pipeline import Stage
 from curastream.kernels.image_scores import score_batch
-from curastream.kernels.motion_score import aggregate_motion, passes_motion_filter
+from curastream.kernels.motion_score import MotionScore, aggregate_motion, passes_motion_filter, unscored
 from curastream.kernels.motion_vectors import MV_MIN_SIDE, curator_clip_motion
 from curastream.kernels.shots import Span, span_from_seconds
 from curastream.models.contract import clip_scores, model_device
@@ -27,6 +27,7 @@ from curastream.videos.clip_copy import cut_copy
 from curastream.videos.clip_encode import cut_reencode
 from curastream.videos.clip_facts import ClipMedia
 from curastream.videos.clip_preview import clip_windows, make_preview
+from curastream.videos.motion_reencode import reencoded_motion
 from curastream.videos.probe import VideoInfo
 from curastream.videos.records import Held, clip_rows, clips_column
 from curastream.videos.smart_cut import cut_exact
@@ -66,7 +67,10 @@ class ClipStage(Stage):
                 records[i] = Held()
         if e is not None:
             b = e.done()
-        clips = [clip_rows(b.values("video")[i], b.values("motion_method")[i], records[i]) for i in range(b.num_rows)]
+        methods = b.values("motion_method")
+        if self.cfg.motion_source == "reencode":  # every clip's score is from its re-encode's vectors
+            methods = ["motion_vectors"] * b.num_rows
+        clips = [clip_rows(b.values("video")[i], methods[i], records[i]) for i in range(b.num_rows)]
         # The analysis frames end here: the batch that goes on to the sink holds clips only.
         return b.with_columns({"clips": clips_column(clips)}, sidecar={"clip_records": records},
                               drop_sidecar=ANALYSIS_SIDECAR)
@@ -101,9 +105,16 @@ class ClipStage(Stage):
                 media = add_audio(path, media)
         motion, score_frames = b.sidecar["motion"][i], b.sidecar["score_frames"][i]
         preview_frames = b.sidecar["preview_frames"][i]
+        scores: list[MotionScore | Exception | None] = [None] * len(spans)
+        if spans and cfg.motion_source == "reencode":
+            # A keyframe-snapped copy holds another span than planned: score the one it holds.
+            held = [(m.start_s, m.end_s) if cfg.clip_mode == "copy" and isinstance(m, ClipMedia) else s
+                    for s, m in zip(spans_s, media)]
+            scores = reencoded_motion(path, held, media, stream_index=info.stream_index, clip_mode=cfg.clip_mode,
+                                      encoder=cfg.encoder, preset=cfg.preset, crf=cfg.crf)
         out, seen = Held(), set()
-        for sp, m in zip(spans, media):
-            clip = self._clip(path, info, motion, score_frames, preview_frames, sp, m)
+        for sp, m, ms in zip(spans, media, scores):
+            clip = self._clip(path, info, motion, score_frames, preview_frames, sp, m, ms)
             if clip.uuid in seen:
                 # Stream copy cuts on keyframes: with keyframes sparser than the spans, several
                 # spans come out as the same keyframe range, i.e. the same clip (same uuid).
@@ -113,7 +124,7 @@ class ClipStage(Stage):
         return out
 
     def _clip(self, path: str, info: VideoInfo, motion, score_frames, preview_frames, sp: Span,
-              m: ClipMedia | Exception | None) -> ClipRecord:
+              m: ClipMedia | Exception | None, reencoded: MotionScore | Exception | None = None) -> ClipRecord:
         cfg = self.cfg
         errors: dict[str, str] = {}
         fields: dict[str, Any] = {}
@@ -132,7 +143,12 @@ class ClipStage(Stage):
                                    errors=errors, **fields)
         # The analysis side data is numbered by the decoder's frame clock, not by the id's frames.
         sf, ef = int(round(s * info.fps)), int(round(e * info.fps))
-        if motion and motion[0].method == "motion_vectors":
+        if isinstance(reencoded, Exception):  # Curator's outcome when its decode fails: no score, an error
+            clip.errors["motion_decode"] = f"{type(reencoded).__name__}: {reencoded}"
+            score = unscored("motion_vectors")
+        elif reencoded is not None:
+            score = reencoded
+        elif motion and motion[0].method == "motion_vectors":
             score = curator_clip_motion(motion, sf, ef, info.fps, (info.width, info.height))
         else:
             score = aggregate_motion(motion, sf, ef)
@@ -141,6 +157,8 @@ class ClipStage(Stage):
                                             f"{MV_MIN_SIDE} px, too small for Curator's motion vectors")
         if score.available:
             clip.motion_score = {"global_mean": score.global_mean, "per_patch_min_256": score.per_patch_min_256}
+        elif reencoded is not None:  # Curator writes its -1 for a clip its decode could not score
+            clip.motion_score = {"global_mean": -1.0, "per_patch_min_256": -1.0}
         frames = [f for k, f in score_frames if sf <= k < ef]
         if frames:
             sc = score_batch(np.stack(frames))

@@ -25,7 +25,6 @@ and ``VideoInfo.num_frames`` bounds them.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 from curastream.videos.probe import VideoInfo
 from curastream.videos.read_ahead import read_ahead  # noqa: F401 - callers import it from here
 from curastream.videos.rotation import upright_size, upright_view
+from curastream.videos.sampler import _Sampler  # gpu_decode imports it from here
 
 DEFAULT_SHORT_SIDE = 144
 DEFAULT_CHUNK = 256
@@ -83,28 +83,6 @@ def analysis_size(info: VideoInfo, short_side: int = DEFAULT_SHORT_SIDE) -> tupl
     return max(1, int(round(dw * scale))), max(1, int(round(dh * scale)))
 
 
-class _Sampler:
-    """Picks the first frame at or after each point of a ``rate`` grid (None: every frame).
-
-    Half a frame of slack keeps a 30 fps stream sampled at 2 fps on every 15th frame instead of
-    drifting by one when timestamps are rounded.
-    """
-
-    def __init__(self, rate: float | None, fps: float):
-        self.rate = rate if rate and rate > 0 else None
-        self.slack = 0.5 / fps if fps > 0 else 0.0
-        self.next_t = -math.inf
-
-    def take(self, t: float) -> bool:
-        if self.rate is None:
-            return True
-        if t + self.slack < self.next_t:
-            return False
-        # Grid-aligned, so a gap in the stream does not shift later samples.
-        self.next_t = (math.floor((t + self.slack) * self.rate) + 1) / self.rate
-        return True
-
-
 @dataclass(frozen=True)
 class AnalysisSettings:
     """How to decode for analysis; one value serves every video of a run.
@@ -140,6 +118,10 @@ class AnalysisSettings:
     preview_fps: float | None = None
     preview_height: int = 240
     scale_threads: int = 1
+    # A part of the video (a Ray task's group of spans): seek to the keyframe at or before
+    # start_s, stop after the first frame at or past stop_s. None: from the start, to the end.
+    start_s: float | None = None
+    stop_s: float | None = None
 
 
 class AnalysisDecoder:
@@ -200,6 +182,8 @@ class AnalysisDecoder:
             stream = container.streams.video[self.info.stream_index]
             cc = self._setup_codec(stream.codec_context)
             self._new_chunk()
+            if s.start_s:
+                self._seek(container, stream, cc, s.start_s)
             for packet in self._packets(container, stream):
                 if deadline is not None and time.monotonic() > deadline:
                     raise VideoDecodeTimeout(f"{self.name}: decode exceeded the time limit of "
@@ -217,6 +201,10 @@ class AnalysisDecoder:
                     if self._take(frame, stream.time_base) and len(self._indices) == s.chunk_size:
                         yield self._emit(False)
                         self._new_chunk()
+                    if s.stop_s is not None and self._last_t >= s.stop_s:
+                        break
+                if s.stop_s is not None and self._last_t >= s.stop_s:
+                    break
             if self.decoded == 0:
                 detail = ""
                 if self.errors:
@@ -256,6 +244,34 @@ class AnalysisDecoder:
         self._pair_pending = False
         return cc
 
+    def _seek(self, container, stream, cc, start_s: float) -> None:
+        """Position the demuxer on the keyframe at or before ``start_s``. A demuxer that lands
+        later (a sparse seek index) would lose frames, so then the decode starts at the beginning.
+
+        The stream's first packet is decoded first (its pictures dropped): the decoder takes
+        state from it that a keyframe later on does not carry. x264 writes its version in an SEI
+        there, and FFmpeg decodes 4:4:4 streams of old x264 builds differently by it: without it
+        every picture of imageio_cockatoo.mp4 after a seek came out wrong (mean 70 grey levels)."""
+        import av
+
+        opening = next(container.demux(stream), None)
+        if opening is not None and opening.size:
+            try:
+                cc.decode(opening)
+            except (av.error.FFmpegError, ValueError):
+                pass
+        cc.flush_buffers()
+        tb = stream.time_base
+        target = max(0, int((start_s + self.info.start_time) / tb))  # floor: never past the start
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        first = next((p for p in container.demux(stream) if p.pts is not None), None)
+        if first is None:
+            raise VideoDecodeError(f"{self.name}: nothing to decode after a seek to {start_s:.3f} s")
+        landed = float(first.pts * tb) - self.info.start_time
+        early = landed <= start_s + 0.5 / self.fps
+        container.seek(target if early else int(stream.start_time or 0), stream=stream, backward=True,
+                       any_frame=False)
+
     @staticmethod
     def _packets(container, stream):
         for packet in container.demux(stream):
@@ -278,6 +294,8 @@ class AnalysisDecoder:
         """Account one decoded picture and keep what is sampled; True when it joined the chunk."""
         if frame.pts is not None and tb is not None:
             t = float(frame.pts * tb) - self.info.start_time
+        elif self.settings.start_s:
+            raise VideoDecodeError(f"{self.name}: frames without timestamps cannot be decoded from a seek point")
         else:
             t = self._last_t + 1.0 / self.fps if self.decoded else 0.0
         self._last_t = t
@@ -348,6 +366,8 @@ def iter_analysis_frames(
     scale_threads: int = 1,
     mv_frames: Callable[[int], bool] | None = None,
     mv_reduce: Callable[[np.ndarray, int, float], Any] | None = None,
+    start_s: float | None = None,
+    stop_s: float | None = None,
 ) -> Iterator[AnalysisFrames]:
     """Keyword form of ``AnalysisDecoder(path, info, AnalysisSettings(...), on_frame, mv_frames,
     mv_reduce)``;
@@ -357,7 +377,7 @@ def iter_analysis_frames(
         short_side=short_side, sample_fps=sample_fps, motion_vectors=motion_vectors,
         mv_sample_fps=mv_sample_fps, time_limit_s=time_limit_s, threads=threads,
         chunk_size=chunk_size, motion_pairs=motion_pairs, preview_fps=preview_fps,
-        preview_height=preview_height, scale_threads=scale_threads,
+        preview_height=preview_height, scale_threads=scale_threads, start_s=start_s, stop_s=stop_s,
     )
     yield from AnalysisDecoder(path, info, settings, on_frame, mv_frames, mv_reduce)
 

@@ -56,9 +56,11 @@ def _source(inputs: Iterable[VideoInput]) -> Iterator[Batch]:
         yield source_batch(inp.path, inp.size, seq)
 
 
-def _pipeline(inputs: Iterable[VideoInput], cfg: VideoRunConfig, device, **kw) -> Pipeline:
-    return Pipeline(_source(inputs), [AnalyzeStage(cfg, device), ClipStage(cfg, device=device)], schema=VIDEO_SCHEMA,
-                    source_columns=SOURCE_COLUMNS, queue_items=2, **kw)
+def _pipeline(inputs: Iterable[VideoInput], cfg: VideoRunConfig, device, span_range: tuple[int, int] | None = None,
+              **kw) -> Pipeline:
+    """span_range: fixed spans i..j-1 of each input only (a Ray task's part of a long video)."""
+    return Pipeline(_source(inputs), [AnalyzeStage(cfg, device, span_range), ClipStage(cfg, device=device)],
+                    schema=VIDEO_SCHEMA, source_columns=SOURCE_COLUMNS, queue_items=2, **kw)
 
 
 def _common_root(paths: list[str]) -> str:
@@ -188,13 +190,13 @@ def resume_todo(cfg: VideoRunConfig, storage: Storage, resuming: bool, input_pat
     return todo, prior_rejects
 
 
-def clip_writer(cfg: VideoRunConfig, input_path: str, storage: Storage) -> ClipWriter:
+def clip_writer(cfg: VideoRunConfig, input_path: str, storage: Storage, video_records: bool = True) -> ClipWriter:
     return ClipWriter(
         cfg.output, input_path, upload_clips=cfg.upload_clips, dry_run=cfg.dry_run,
         generate_embeddings=cfg.generate_embeddings, generate_previews=cfg.previews,
         generate_captions=cfg.captioner is not None, embedding_algorithm=cfg.embedding_algorithm,
         caption_models=cfg.caption_models or None, verbose=cfg.verbose, max_workers=cfg.max_workers,
-        clip_subdirs=cfg.clip_subdirs, storage=storage,
+        clip_subdirs=cfg.clip_subdirs, storage=storage, video_records=video_records,
     )
 
 
