@@ -256,7 +256,7 @@ def test_without_the_library_the_photo_is_re_encoded_upright(monkeypatch):
 
 
 @needs_lossless
-@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("progressive", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_ctypes_turn_matches_the_wheel_binding(progressive):
     """The ctypes call (GIL released) and the wheel's own binding give the same bytes and refuse
     the same turns, in any order: a TurboJPEG 3 handle keeps a transform's options, so a

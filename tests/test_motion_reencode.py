@@ -138,6 +138,7 @@ def test_default_scores_the_source_and_the_setting_changes_the_decision(tmp_path
     assert re["motion_score"]["global_mean"] < default["motion_score"]["global_mean"]
 
 
+@pytest.mark.slow
 def test_a_reencoded_clip_is_scored_from_its_own_bytes(tmp_path, monkeypatch):
     # --reencode --encoder libx264 at the run's preset: the clip file is the encode motion needs.
     import av
@@ -156,6 +157,7 @@ def test_a_reencoded_clip_is_scored_from_its_own_bytes(tmp_path, monkeypatch):
     assert m["motion_score"]["per_patch_min_256"] == pytest.approx(want_patch, rel=1e-5, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_reencode_scores_are_the_same_run_to_run(tmp_path):
     a = motion_reencode.reencoded_motion(str(media_path("videos", VIDEO)), [(0.0, 4.0), (4.0, 8.0)], [None, None],
                                          stream_index=0, clip_mode="exact", encoder="libx264", preset="veryfast",
@@ -167,6 +169,7 @@ def test_reencode_scores_are_the_same_run_to_run(tmp_path):
     assert all(s.num_samples > 0 for s in a)
 
 
+@pytest.mark.slow
 def test_a_failed_reencode_is_that_clips_error(tmp_path, monkeypatch):
     real = motion_reencode.cut_reencode
 
