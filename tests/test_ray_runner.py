@@ -298,23 +298,29 @@ def test_videos_on_two_nodes_match_local(cluster, tmp_path):
     assert len(rstats.extra["nodes"]) == 2, "videos spread over both nodes"
 
 
-def test_driver_killed_mid_run_resumes(cluster, image_inputs, local_images, tmp_path):
-    """SIGKILL the driver (the ``curastream`` command) once a shard is committed, then resume:
-    the workers' commits were journaled under the dead run's id, so the resume keeps them,
-    removes their temporaries and writes only what is missing."""
-    out = tmp_path / "ray"
+def _kill_cli_once(args: list[str], out: Path, committed: str, timeout_s: float) -> None:
+    """Run the ``curastream`` command and SIGKILL it as soon as ``out`` holds a ``committed``
+    file, while it is still running."""
     cli = str(Path(sys.executable).parent / "curastream")
-    p = subprocess.Popen([cli, "images", str(image_inputs), "-o", str(out), "--images-per-tar", "2",
-                          "--runner", "ray", "--ray-address", cluster], env={**os.environ, **RAY_ENV},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([cli, *args], env={**os.environ, **RAY_ENV}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while not list(out.glob("images-*.parquet")) and p.poll() is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout_s
+        while not list(out.glob(committed)) and p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert p.poll() is None, "the run ended before it could be killed"
         p.kill()
     finally:
         p.wait()
+
+
+def test_driver_killed_mid_run_resumes(cluster, image_inputs, local_images, tmp_path):
+    """SIGKILL the driver (the ``curastream`` command) once a shard is committed, then resume:
+    the workers' commits were journaled under the dead run's id, so the resume keeps them,
+    removes their temporaries and writes only what is missing."""
+    out = tmp_path / "ray"
+    _kill_cli_once(["images", str(image_inputs), "-o", str(out), "--images-per-tar", "2", "--runner", "ray",
+                    "--ray-address", cluster], out, "images-*.parquet", 120)
     assert not (out / "index.json").exists()
     written_before = {q.name for q in out.glob("images-*.parquet")}
     assert written_before
@@ -406,19 +412,9 @@ def test_long_videos_split_across_tasks_match_local(cluster, tmp_path):
     # record is the driver's to write), so the resume redoes every part of the unfinished ones
     # and the output is the local run's again.
     ko = tmp_path / "k" / "out"
-    cli = str(Path(sys.executable).parent / "curastream")
-    p = subprocess.Popen([cli, "videos", str(src), "-o", str(ko), "--split", "fixed", "--clip-len", "3",
-                          "--min-clip-len", "0.5", "--previews", "--ray-video-chunk-s", "10", "--runner", "ray",
-                          "--ray-address", cluster], env={**os.environ, **RAY_ENV},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while not list(ko.glob("metas/*/*.json")) and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert p.poll() is None, "the run ended before it could be killed"
-        p.kill()
-    finally:
-        p.wait()
+    _kill_cli_once(["videos", str(src), "-o", str(ko), "--split", "fixed", "--clip-len", "3", "--min-clip-len", "0.5",
+                    "--previews", "--ray-video-chunk-s", "10", "--runner", "ray", "--ray-address", cluster],
+                   ko, "metas/*/*.json", 180)
     assert list(ko.glob("metas/*/*.json")) and not (ko / "index.json").exists()
     assert len(list(ko.glob("processed_videos/*.json"))) < 2
     run_videos(VideoRunConfig(sources=[str(src)], output=str(ko), split="fixed", clip_len=3.0, min_clip_len=0.5,
