@@ -2,7 +2,8 @@
 per-video / per-chunk records, written concurrently with the pipeline that produces them.
 
 The layout (paths, resume rule) is in clip_layout.py, the write pool in clip_pool.py, the chunk
-and video summaries in clip_summary.py; this module writes each clip and orders the commits.
+and video summaries in clip_summary.py, one clip's files in clip_files.py; this module runs the
+clips' tasks and orders the commits.
 
 Concurrency (the invariants the code relies on):
 
@@ -24,16 +25,14 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from curastream.engine.queues import Stopped
 from curastream.engine.sink import Sink
 from curastream.engine.storage import Storage
+from curastream.writers.clip_files import ClipFiles
 from curastream.writers.clip_layout import (  # noqa: F401 - names callers import from here
     CLIPS_DIR,
     EMBEDDING_ALGORITHMS,
@@ -46,7 +45,6 @@ from curastream.writers.clip_layout import (  # noqa: F401 - names callers impor
     dumps,
     relative_video_path,
 )
-from curastream.writers.clip_meta import clip_windows, meta_doc
 from curastream.writers.clip_model import ClipChunk, ClipRecord, VideoRecord, chunk_by_duration, chunk_uuid
 from curastream.writers.clip_pool import WritePool
 from curastream.writers.clip_summary import (
@@ -75,7 +73,7 @@ class _ChunkJob:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class ClipWriter(ClipLayout, Sink):
+class ClipWriter(ClipLayout, ClipFiles, Sink):
     """Writes curated clips in ClipWriterStage's layout. The seed's parameters and defaults.
 
     ``write_chunk(chunk, video)`` from the pipeline thread; ``commit()`` at the end (or use it
@@ -326,63 +324,6 @@ class ClipWriter(ClipLayout, Sink):
             last = job.remaining == 0
         if last:
             self._finish_chunk(job)
-
-    def _clip_rel(self, uid: str, filtered: bool) -> str:
-        d = FILTERED_CLIPS_DIR if filtered else CLIPS_DIR
-        return f"{d}/{uid[:2]}/{uid}.mp4" if self.clip_subdirs else f"{d}/{uid}.mp4"
-
-    def _write_clip(self, clip: ClipRecord, video: VideoRecord) -> ClipOutcome:
-        passed = not clip.filtered_by
-        out = ClipOutcome(clip.uuid, passed, list(clip.filtered_by), clip.duration)
-        errors = dict(clip.errors)
-        write_files = not self.dry_run
-
-        # Curator records where the clip goes whether or not it is uploaded (upload_clips=False
-        # still encodes: the metas keep the clip's own facts, only the MP4 is not written).
-        clip_rel = self._clip_rel(clip.uuid, not passed)
-        clip_location = self.storage.url(clip_rel)
-        if clip.media:
-            out.transcoded = True
-            if self.upload_clips and write_files:
-                clip_location = self._put(clip_rel, clip.media)
-        elif not self.dry_run:
-            log.warning("clip %s from %s has no media; nothing to upload", clip.uuid, video.path)
-
-        # Curator writes previews and embeddings for passing clips only.
-        if passed:
-            if clip.previews:
-                out.has_webp = True
-                if self.generate_previews and write_files:
-                    # One per window, named by the window's clip-relative frames (end inclusive).
-                    for (ws, we), webp in clip.previews.items():
-                        self._put(f"{PREVIEWS_DIR}/{clip.uuid}/{ws}_{we}.webp", webp)
-            elif self.generate_previews:
-                out.preview_missing = True
-                log.error("clip %s from %s has no preview; nothing to write", clip.uuid, video.path)
-            emb = clip.embeddings.get(self.embedding_algorithm)
-            if emb is not None:
-                vec = np.asarray(emb).reshape(-1)
-                out.embedding = vec.astype(np.float32)
-                if write_files:
-                    arr = vec.astype(np.float16).reshape(1, -1)
-                    self._put(f"{self._emb_prefix}_embd/{clip.uuid}.pickle", pickle.dumps(arr))
-            elif self.generate_embeddings:
-                out.embedding_missing = True
-                # the plug-in's own message, when it failed, says more than that it is missing
-                errors.setdefault("embedding", f"no {self.embedding_algorithm} embedding")
-                log.error("clip %s from %s has no %s embedding", clip.uuid, video.path,
-                          self.embedding_algorithm)
-
-        windows = clip_windows(clip, out, self.caption_models, self.enhanced_caption_models)
-        if passed and self.generate_captions and not out.has_caption:
-            log.warning("clip %s from %s has no caption", clip.uuid, video.path)
-        out.has_errors = bool(errors)
-        out.valid = bool((clip.media or self.dry_run) and passed and not errors)
-
-        if write_files:
-            doc = meta_doc(clip, video, clip_location, errors, windows, out.valid)
-            self._put(f"{METAS_DIR}/{clip.uuid}.json", dumps(doc))
-        return out
 
     # -- internals: one chunk -------------------------------------------------------------------
     def _finish_chunk(self, job: _ChunkJob) -> None:
