@@ -16,6 +16,7 @@ from typing import Any
 from curastream.config import VideoRunConfig
 from curastream.engine.batch import Batch
 from curastream.engine.device import Device
+from curastream.engine.memory import trim
 from curastream.engine.names import printable
 from curastream.engine.pipeline import Stage
 from curastream.kernels._xp import to_host
@@ -109,6 +110,7 @@ class AnalyzeStage(Stage):
                     side[k][i] = None
                 waited = 0.0
             e.set("analysis_s", i, time.perf_counter() - t0 - waited)
+            trim()  # the decoder's frames are freed now, not when some video next finishes (engine/memory.py)
         return e.done(sidecar=side)
 
     def _one(self, e, side: dict[str, list], i: int, path: str) -> float:

@@ -14,6 +14,7 @@ import numpy as np
 from curastream.config import VideoRunConfig
 from curastream.engine.batch import Batch, ok_rows
 from curastream.engine.device import Device
+from curastream.engine.memory import trim
 from curastream.engine.names import printable
 from curastream.engine.pipeline import Stage
 from curastream.kernels.image_scores import score_batch
@@ -65,6 +66,7 @@ class ClipStage(Stage):
                 e = e or b.edit()
                 e.reject(i, "clips", failure_reason(err))
                 records[i] = Held()
+            trim()  # the cut's decoder and encoder buffers are freed now (engine/memory.py)
         if e is not None:
             b = e.done()
         methods = b.values("motion_method")

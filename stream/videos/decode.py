@@ -40,6 +40,7 @@ from curastream.videos.analysis_types import (
     VideoDecodeTimeout,
     analysis_size,
 )
+from curastream.videos.motion_side_data import has_motion_vectors, motion_vector_carrier, read_motion_vectors
 from curastream.videos.probe import VideoInfo
 from curastream.videos.read_ahead import read_ahead  # noqa: F401 - callers import it from here
 from curastream.videos.rotation import upright_size, upright_view
@@ -164,6 +165,7 @@ class AnalysisDecoder:
         # PyAV < 17 has no threads argument (and its swscale runs on the calling thread).
         self._sws = {"threads": int(s.scale_threads)} if _av_major(av) >= 17 else {}
         self._reformatter = VideoReformatter()
+        self._mv_reformatter = VideoReformatter()  # for frames whose vectors are read without a picture
         self._preview_reformatter = VideoReformatter() if s.preview_fps else None
         self._frame_sampler = _Sampler(s.sample_fps, self.fps)
         self._mv_sampler = _Sampler(s.mv_sample_fps, self.fps)
@@ -215,9 +217,12 @@ class AnalysisDecoder:
         self._mvs: list[tuple[float, int, np.ndarray]] = []
         self._previews: list[tuple[float, int, np.ndarray]] = []
 
-    def _rgb(self, reformatter, frame, size: tuple[int, int]) -> np.ndarray:
+    def _picture(self, reformatter, frame, size: tuple[int, int]):
         return reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24",
-                                    interpolation="AREA", **self._sws).to_ndarray()
+                                    interpolation="AREA", **self._sws)
+
+    def _rgb(self, reformatter, frame, size: tuple[int, int]) -> np.ndarray:
+        return self._picture(reformatter, frame, size).to_ndarray()
 
     def _take(self, frame, tb) -> bool:
         """Account one decoded picture and keep what is sampled; True when it joined the chunk."""
@@ -239,22 +244,26 @@ class AnalysisDecoder:
             img = self._rgb(self._preview_reformatter, frame, self.preview_scale_size)
             self._previews.append((t, idx, np.ascontiguousarray(upright_view(img, self.rot))))
 
-        if self.want_mvs and (self.mv_frames is None or self._mv_sampler.rate is not None or self.mv_frames(idx)):
-            sd = frame.side_data.get("MOTION_VECTORS")
-            if sd is not None and self._mv_sampler.take(t):
-                mvs = sd.to_ndarray()
-                self._mvs.append((t, idx, mvs if self.mv_reduce is None else self.mv_reduce(mvs, idx, t)))
-
         keep = self._frame_sampler.take(t)
         if not keep and self._pair_pending:
             keep = True
             self._pair_pending = False
         elif keep and self.settings.motion_pairs and self._frame_sampler.rate is not None:
             self._pair_pending = True
+        picture = self._picture(self._reformatter, frame, self.scale_size) if keep else None
+
+        if self.want_mvs and (self.mv_frames is None or self._mv_sampler.rate is not None or self.mv_frames(idx)):
+            # never frame.side_data: see videos/motion_side_data.py
+            carrier = picture if picture is not None else motion_vector_carrier(frame, self._mv_reformatter)
+            if has_motion_vectors(carrier) and self._mv_sampler.take(t):
+                reduce = None if self.mv_reduce is None else (lambda mvs: self.mv_reduce(mvs, idx, t))
+                self._mvs.append((t, idx, read_motion_vectors(carrier, reduce)))
+            del carrier
         if not keep:
             return False
 
-        rgb = self._rgb(self._reformatter, frame, self.scale_size)
+        rgb = picture.to_ndarray()
+        del picture
         self._buf[len(self._indices)] = upright_view(rgb, self.rot)  # the one copy: a view goes in
         self._times.append(t)
         self._indices.append(idx)

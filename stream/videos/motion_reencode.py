@@ -23,6 +23,7 @@ import io
 from collections.abc import Sequence
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from curastream.kernels.motion_score import MotionScore, aggregate_motion, unscored
 from curastream.kernels.motion_vectors import (
@@ -34,6 +35,7 @@ from curastream.kernels.motion_vectors import (
 )
 from curastream.videos.clip_encode import cut_reencode
 from curastream.videos.clip_facts import ClipMedia
+from curastream.videos.motion_side_data import motion_vector_carrier, read_motion_vectors
 
 # The encoder whose vectors Curator's scores come from (its transcode writes H.264; the preset and
 # crf are the run's --preset/--crf: scripts/_curator_driver.py runs Curator's stage with libx264
@@ -105,6 +107,7 @@ def score_clip_bytes(data: bytes) -> MotionScore:
             secs = int(c.duration / int(av.time_base)) if c.duration else 0
             limit, step = curator_max_samples(float(secs)), curator_step(fps)
             reduce, samples = None, []
+            carriers = VideoReformatter()
             for i, frame in enumerate(c.decode(vs)):
                 if i % step:
                     continue
@@ -112,10 +115,12 @@ def score_clip_bytes(data: bytes) -> MotionScore:
                     if min(frame.width, frame.height) < MV_MIN_SIDE:
                         return unscored("motion_vectors", TOO_SMALL)
                     reduce = MotionVectorReducer(frame.width, frame.height)
-                sd = frame.side_data.get("MOTION_VECTORS")
-                if sd is None:
+                # never frame.side_data: see videos/motion_side_data.py
+                sample = read_motion_vectors(motion_vector_carrier(frame, carriers),
+                                             lambda mvs: reduce(mvs, frame_index=i, time=i / fps))
+                if sample is None:
                     continue
-                samples.append(reduce(sd.to_ndarray(), frame_index=i, time=i / fps))
+                samples.append(sample)
                 if len(samples) >= limit:
                     break
     except (av.FFmpegError, IndexError, ValueError) as e:
