@@ -1,5 +1,18 @@
 """Hand freed heap pages back to the system between big items (videos).
 
+What grew with the number of videos was found on 2026-12-03, and it was not the heap: PyAV's
+``frame.side_data`` puts every frame whose motion vectors are read in a reference cycle that
+only a full GC collection frees (``videos/motion_side_data.py`` reads them off a fresh carrier
+frame instead). ``bench_videos.py --memory --memory-factor 10``, peak tree RSS 1x -> 10x, one
+run per cell: scenes 1151 -> 1684 MB before, 523 -> 634 MB after (1.46x -> 1.21x); fixed
+681 -> 797 MB before, 506 -> 642 MB after (1.17x -> 1.27x; both "before" rows already with the
+per-stage trim below). Sampled through a 3x fixed run, the peak of each block of 21 videos is
+562, 540 and 500 MB: no trend left, the 10x peak is the largest of more, differently timed
+overlaps of two 720p cuts. :func:`trim` now also runs after each video's analysis and cut,
+not only once the sink has written the video.
+
+The history below is what was tried before the cycle was found.
+
 Measured with scripts/bench_videos.py (9 videos, then the same x10): peak RSS grows with the
 number of videos (346 -> 548 MB before this round) while the live data per video in flight
 stays a few MB. The cause is glibc's *dynamic* mmap threshold: once a large block that came
