@@ -237,10 +237,11 @@ def test_run_under_256_px_says_what_happens(tmp_path):
     src.mkdir()
     shutil.copyfile(media_path("videos", "imageio_realshort.mp4"), src / "realshort.mp4")  # 320x240 H.264
     runs = {}
-    for method in ("auto", "vectors"):
+    for method in ("auto", "vectors", "reencode"):
         out = tmp_path / method
+        how = {"motion_source": "reencode"} if method == "reencode" else {"motion_method": method}
         run_videos(VideoRunConfig(sources=[str(src)], output=str(out), split="fixed", clip_len=1.0, min_clip_len=0.5,
-                                  motion_method=method, progress=False))
+                                  progress=False, **how))
         metas = [json.loads(p.read_text()) for p in (out / "metas" / "v0").glob("*.json")]
         (video,) = json.loads((out / "_curastream" / "summary.json").read_text())["videos"]
         assert metas
@@ -256,6 +257,12 @@ def test_run_under_256_px_says_what_happens(tmp_path):
     for m in metas:
         assert not m.get("errors") and m["motion_score"]["global_mean"] > 0
     assert any("under 256 px" in w and "from decoded frames" in w for w in video["warnings"])
+    # Scored from each clip's x264 re-encode, at the source's size: Curator's -1, said as such.
+    metas, video = runs["reencode"]
+    for m in metas:
+        assert "motion" in m["filtered_by"] and m["motion_score"]["global_mean"] == -1.0
+    assert any("under 256 px" in w and "drops every clip" in w for w in video["warnings"])
+    assert not any("from decoded frames" in w for w in video["warnings"])
 
 
 def test_vector_export_is_deterministic():

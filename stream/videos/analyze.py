@@ -165,8 +165,10 @@ class AnalyzeStage(Stage):
             warnings.append(f"{decode_errors} undecodable packet(s) skipped")
         if short is not None:
             warnings.append(f"truncated: decoded {short[0]} of {short[1]} frames the container declares")
-        if info.has_motion_vectors_codec and min(info.width, info.height) < MV_MIN_SIDE and motion:
-            if motion[0].method == "motion_vectors":
+        # A re-encode is H.264 at the source's size, whatever the source's codec.
+        from_reencode = self.cfg.motion_source == "reencode"
+        if min(info.width, info.height) < MV_MIN_SIDE and (from_reencode or (info.has_motion_vectors_codec and motion)):
+            if from_reencode or motion[0].method == "motion_vectors":
                 warnings.append(f"{info.width}x{info.height}: under {MV_MIN_SIDE} px, no motion score from vectors "
                                 "(Curator's -1): the motion filter drops every clip")
             else:
