@@ -48,6 +48,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -304,15 +305,51 @@ def memory_child(argv: list[str]) -> int:
     ap.add_argument("--src", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--split", choices=["fixed", "scenes"], required=True)
+    ap.add_argument("--block", type=int, default=0, help="report the peak RSS of every block of this many videos")
     a = ap.parse_args(argv)
     from curastream import VideoRunConfig, run_videos
 
     cfg = VideoRunConfig(sources=[a.src], output=a.out, split=a.split, progress=False)
+    blocks = _BlockPeaks(Path(a.out), a.block) if a.block else None
     t0 = time.perf_counter()
-    stats = run_videos(cfg)
+    try:
+        stats = run_videos(cfg)
+    finally:
+        if blocks is not None:
+            blocks.stop()
     emit_result(wall_s=time.perf_counter() - t0, items=stats.items_in, clips=stats.extra.get("clips", 0),
-                rejected=stats.items_rejected)
+                rejected=stats.items_rejected, block_peaks_mb=blocks.peaks if blocks is not None else None)
     return 0
+
+
+class _BlockPeaks(threading.Thread):
+    """This process's peak RSS while each block of ``block`` videos was being written (videos
+    counted by their processed_videos record). One number for a whole run cannot tell growth
+    from the largest of more overlaps of big videos; the series can."""
+
+    def __init__(self, out: Path, block: int):
+        super().__init__(daemon=True)
+        self.out, self.block, self.peaks = out, block, []
+        self._stop_event = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.1):
+            self._sample()
+        self._sample()
+
+    def _sample(self) -> None:
+        done = sum(1 for _ in (self.out / "processed_videos").rglob("*.json")) if (self.out / "processed_videos").is_dir() else 0
+        k = done // self.block
+        with open("/proc/self/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        while len(self.peaks) <= k:
+            self.peaks.append(0.0)
+        self.peaks[k] = round(max(self.peaks[k], rss))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
 
 
 def memory_main(args: argparse.Namespace) -> int:
@@ -335,7 +372,7 @@ def memory_main(args: argparse.Namespace) -> int:
     for split in args.memory_splits.split(","):
         for label, src in inputs.items():
             rows[split, label] = repeat_fresh(f"{split} {label}", lambda out, src=src, split=split: self_cmd(
-                SCRIPT, "_memchild", "--src", str(src), "--out", out, "--split", split),
+                SCRIPT, "_memchild", "--src", str(src), "--out", out, "--split", split, "--block", str(len(files))),
                 outs, args.memory_repeat, unit="videos")
     print("\n| split | input | videos | clips | wall s | peak RSS MB (tree) | runs |\n|---|---|---|---|---|---|---|")
     for (split, label), r in rows.items():
@@ -351,6 +388,14 @@ def memory_main(args: argparse.Namespace) -> int:
         growth = ratio(many, one)
         print(f"- {split}: peak RSS {n}x / 1x: {fmt(growth)}x  target <= 1.1x  "
               f"{verdict(growth, 1.1, higher_is_better=False)}")
+        for r in rows[split, f"{n}x"].good:
+            peaks = (r.result.get("block_peaks_mb") or [])[:n]  # the entry after the last block is the commit
+            if len(peaks) >= 4:
+                half = len(peaks) // 2
+                trend = ratio(sum(peaks[half:]) / (len(peaks) - half), sum(peaks[:half]) / half)
+                print(f"  peak RSS (MB, this process) of each block of {len(files)} videos: {peaks}; "
+                      f"second half / first half: {fmt(trend)}x (growth with the number of videos, without "
+                      "the largest-overlap effect of one peak over a longer run)")
     if args.json:
         Path(args.json).write_text(json.dumps({f"{s} {l}": {"tree_rss_mb": r.med("tree_rss_mb"),
                                                             "wall_s": r.med("wall_s"),
