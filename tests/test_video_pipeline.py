@@ -361,9 +361,9 @@ def test_decode_budget_never_pairs_two_large_videos():
     import threading
     import time
 
-    from curastream.videos.analyze import _PixelBudget
+    from curastream.videos.pixel_budget import PixelBudget
 
-    budget, peak, lock = _PixelBudget(100), [0], threading.Lock()
+    budget, peak, lock = PixelBudget(100), [0], threading.Lock()
 
     def decode(pixels):
         with budget.hold(pixels):
@@ -379,3 +379,44 @@ def test_decode_budget_never_pairs_two_large_videos():
         for t in threads:
             t.join(5)
         assert budget.used == 0 and peak[0] <= most, (sizes, peak[0])
+
+
+def test_clip_stage_never_cuts_two_720p_videos_at_once(samples, monkeypatch):
+    """Two 720p cuts at once set a run's peak RSS by chance of the input order: the clip stage's
+    workers admit them by frame size, as the analysis decodes are (a smaller one may run beside)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from curastream.videos.records import Held
+    from curastream.videos.stages import source_batch
+
+    vids, _ = samples
+    cfg = VideoRunConfig(sources=["-"], split="fixed", clip_len=2)
+    analysed = AnalyzeStage(cfg, Device("cpu", None)).process(source_batch(str(vids["pan_fast"].path), None, 0))
+    stage = ClipStage(cfg)
+    lock, live, peak = threading.Lock(), [0], [0]
+
+    def cut(self, b, i):
+        px = b.sidecar["probe"][i].width * b.sidecar["probe"][i].height
+        with lock:
+            live[0] += px
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.2)
+        with lock:
+            live[0] -= px
+        return Held()
+
+    monkeypatch.setattr(ClipStage, "_video", cut)
+    for sizes, most in (([(1280, 720), (1280, 720)], 1280 * 720), ([(640, 360), (640, 360)], 2 * 640 * 360)):
+        peak[0] = 0
+        batches = []
+        for w, h in sizes:
+            b = analysed.with_columns({}, sidecar={"probe": [SimpleNamespace(width=w, height=h)]})
+            batches.append(b)
+        threads = [threading.Thread(target=stage.process, args=(b,)) for b in batches]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert peak[0] == most, (sizes, peak[0])

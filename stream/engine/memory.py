@@ -25,7 +25,7 @@ video run stayed flat (287 -> 315 MB) but cost ~30% throughput (analysis 0.85x -
 bare decode; every frame-sized block became a page-faulting mmap) and, being process-wide,
 made a later image run in the same process 0.54x the limit instead of 0.8x; at 1 MiB it was
 1.17x at 10x and still ~10-20% slower. What is kept is :func:`trim` once per finished video
-(cheap, a few ms) and the analysis stage's pixel budget (``videos.analyze._PixelBudget``).
+(cheap, a few ms) and the analysis stage's pixel budget (``videos.pixel_budget``).
 
 Reusing the analysis decode's chunk buffers was built, tested and NOT kept (the session note of
 2026-12-03 has the table): a pool that hands a chunk's buffer out again only once nothing

@@ -6,10 +6,8 @@ concurrent decodes lives here with it, since only this stage decodes whole video
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import threading
 import time
 from typing import Any
 
@@ -37,6 +35,7 @@ from curastream.videos.clip_encode import ClipEncoder
 from curastream.videos.clip_facts import ClipMedia
 from curastream.videos.decode import VideoDecodeError, iter_analysis_frames
 from curastream.videos.gpu_decode import iter_analysis_frames_gpu, max_sessions
+from curastream.videos.pixel_budget import PixelBudget
 from curastream.videos.read_ahead import read_ahead
 from curastream.videos.probe import VideoInfo, VideoProbeError
 from curastream.videos.records import Held
@@ -62,7 +61,7 @@ MOTION_FPS = 2.0  # Curator samples motion at about 2 frames/s
 # it held before read-ahead (~14 MB per chunk at 256x144), and the kernels of the last chunk,
 # which nothing overlaps, stay short.
 ANALYSIS_CHUNK = 128
-# A 720p decode beside a smaller one, never two 720p at once: see _PixelBudget.
+# A 720p decode beside a smaller one, never two 720p at once: see videos/pixel_budget.py.
 DECODE_PIXEL_BUDGET = 1280 * 720 * 3 // 2
 # The smallest frame side the scoring kernels take (a 3x3 neighbourhood); a video under it
 # has nothing to score and is rejected at probe, naming its size.
@@ -84,10 +83,10 @@ class AnalyzeStage(Stage):
         # of a long video, distributed/video_plan.py); None: the whole video
         self.span_range = span_range
         self.workers = 2  # two videos at once: one decode + its kernels leave a core idle
-        self._budget = _PixelBudget(DECODE_PIXEL_BUDGET)
+        self._budget = PixelBudget(DECODE_PIXEL_BUDGET)
         if device.is_gpu:  # one NVDEC session per worker; their surfaces live on the GPU
             self.workers = max_sessions()
-            self._budget = _PixelBudget(DECODE_PIXEL_BUDGET * self.workers)
+            self._budget = PixelBudget(DECODE_PIXEL_BUDGET * self.workers)
         self._transnet = None
 
     def open(self) -> None:
@@ -300,35 +299,6 @@ def _span_window(spans: list[Span], i: int, j: int) -> tuple[list[Span], dict[st
     if j < len(spans):
         window["stop_s"] = max(sp.end_s for sp in part) + PART_TAIL_S
     return part, window
-
-
-class _PixelBudget:
-    """Admits decodes while their frame sizes sum to at most ``limit`` pixels; one decode is
-    always admitted, however large.
-
-    A decoder's memory (frame threads, reference frames, scaler) grows with the frame size, and
-    the run's peak RSS is set by the largest videos that happen to be decoded together: without
-    a bound it depends on the order of the inputs rather than on the largest video.
-    """
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.used = 0
-        self.cond = threading.Condition()
-
-    @contextlib.contextmanager
-    def hold(self, pixels: int):
-        """Yields the seconds spent waiting for room."""
-        t0 = time.perf_counter()
-        with self.cond:
-            self.cond.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
-            self.used += pixels
-        try:
-            yield time.perf_counter() - t0
-        finally:
-            with self.cond:
-                self.used -= pixels
-                self.cond.notify_all()
 
 
 class _Feeder:
