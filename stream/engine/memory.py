@@ -8,8 +8,13 @@ run per cell: scenes 1151 -> 1684 MB before, 523 -> 634 MB after (1.46x -> 1.21x
 681 -> 797 MB before, 506 -> 642 MB after (1.17x -> 1.27x; both "before" rows already with the
 per-stage trim below). Sampled through a 3x fixed run, the peak of each block of 21 videos is
 562, 540 and 500 MB: no trend left, the 10x peak is the largest of more, differently timed
-overlaps of two 720p cuts. :func:`trim` now also runs after each video's analysis and cut,
-not only once the sink has written the video.
+overlaps. :func:`trim` now also runs after each video's analysis and cut, not only once the
+sink has written the video. ``bench_videos --memory`` now also prints the peak of every block of
+1x videos in the 10x run: scenes [548, 654, 611, 654, 581, 580, 612, 626, 633, 647] MB against
+519 MB for the 1x run (second half / first half 1.02x); fixed [518, 493, 501, 506, 504, 526,
+529, 537, 532, 507] MB. Those runs had a pixel budget on the clip stage's cuts as well (one
+720p cut at a time, as the analysis admits decodes): it cost 10-15% of the default mode's
+throughput (0.87 vs 0.97-1.0 clips/s, bench_videos, 2 runs each) and was not kept.
 
 The history below is what was tried before the cycle was found.
 

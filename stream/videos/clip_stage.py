@@ -29,7 +29,6 @@ from curastream.videos.clip_encode import cut_reencode
 from curastream.videos.clip_facts import ClipMedia
 from curastream.videos.clip_preview import clip_windows, make_preview
 from curastream.videos.motion_reencode import reencoded_motion
-from curastream.videos.pixel_budget import PixelBudget
 from curastream.videos.probe import VideoInfo
 from curastream.videos.records import Held, clip_rows, clips_column
 from curastream.videos.smart_cut import cut_exact
@@ -37,10 +36,6 @@ from curastream.videos.stages import ANALYSIS_SIDECAR, _unjpeg, failure_reason
 from curastream.writers.clip_model import ClipRecord
 
 log = logging.getLogger(__name__)
-
-
-# One 720p cut, or smaller ones side by side.
-CUT_PIXEL_BUDGET = 1280 * 720
 
 
 class ClipStage(Stage):
@@ -55,9 +50,6 @@ class ClipStage(Stage):
         self.workers = workers
         self.models = make_models(cfg.models)
         self.device = device or Device("cpu", None)
-        # A cut holds a decoder and an encoder at the source's size (~150 MB at 720p): two 720p
-        # cuts at once set the run's peak RSS by chance of the input order (engine/memory.py).
-        self._budget = PixelBudget(CUT_PIXEL_BUDGET)
 
     def open(self) -> None:
         for m in self.models:  # once; the stage's workers share them
@@ -67,10 +59,8 @@ class ClipStage(Stage):
         records: list[list[ClipRecord]] = [Held() for _ in range(b.num_rows)]
         e = None
         for i in ok_rows(b):
-            info = b.sidecar["probe"][i]
             try:
-                with self._budget.hold((info.width or 0) * (info.height or 0) if info is not None else 0):
-                    records[i] = self._video(b, i)
+                records[i] = self._video(b, i)
             except Exception as err:  # noqa: BLE001 - incl. MemoryError: one video, not the run
                 log.warning("clips of %s failed", printable(b.values("video")[i]), exc_info=True)
                 e = e or b.edit()
