@@ -1,7 +1,7 @@
 """The analysis stage: one probe and one decode per video feed every kernel (shots, motion, frame
 scores, previews and, in single-pass re-encode, the clip encoders), because decoding is the dear
-part of a video run and doing it once is what keeps the run fast; the pixel budget that bounds
-concurrent decodes lives here with it, since only this stage decodes whole videos.
+part of a video run and doing it once is what keeps the run fast. Its workers admit decodes
+by frame size (videos/pixel_budget.py), since only this stage decodes whole videos.
 """
 
 from __future__ import annotations
