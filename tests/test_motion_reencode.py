@@ -191,3 +191,25 @@ def test_a_failed_reencode_is_that_clips_error(tmp_path, monkeypatch):
 def test_unreadable_bytes_raise_the_modules_error():
     with pytest.raises(motion_reencode.MotionReencodeError):
         motion_reencode.score_clip_bytes(b"not an mp4 at all")
+
+
+def test_reencode_mode_spends_nothing_on_the_sources_motion(tmp_path, monkeypatch):
+    # Every clip is scored from its re-encode, so the analysis decode exports no vectors (which
+    # would also hold the decoder to slice threads) and no motion is accumulated from frames.
+    from curastream.kernels.motion_accumulator import MotionAccumulator
+    from curastream.videos import analyze
+
+    asked, added = [], []
+    real = analyze.iter_analysis_frames
+
+    def spy(*a, **kw):
+        asked.append((kw["motion_vectors"], kw["motion_pairs"]))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(analyze, "iter_analysis_frames", spy)
+    monkeypatch.setattr(MotionAccumulator, "add", lambda self, *a, **kw: added.append(1))
+    [m] = _run(tmp_path, "re", motion_source="reencode", clip_mode="reencode", preset="veryfast")
+    assert asked == [(False, False)] and not added
+    assert m["motion_score"]["global_mean"] > 0  # scored, from the clip's own vectors
+    summary = json.loads((tmp_path / "re" / "_curastream" / "summary.json").read_text())
+    assert summary["videos"][0]["motion_method"] == "motion_vectors"

@@ -156,7 +156,9 @@ class AnalyzeStage(Stage):
         side["preview_frames"][i] = preview_frames
         side["media"][i] = media
         e.set("decode_errors", i, decode_errors)
-        e.set("motion_method", i, motion[0].method if motion else None)
+        # With --motion-source reencode every clip is scored from its re-encode's vectors.
+        method = "motion_vectors" if self.cfg.motion_source == "reencode" else motion[0].method if motion else None
+        e.set("motion_method", i, method)
         warnings = []
         if info.counted:
             warnings.append("no duration/frame count in the container header; counted from packets")
@@ -185,7 +187,10 @@ class AnalyzeStage(Stage):
         # NVDEC exports no motion vectors: GPU runs match blocks on the device frames. Under
         # 256 px Curator's vectors give -1 (its filter drops every clip): "auto" scores such a
         # video from frames, as a codec without vectors, and says so in the video's warnings.
-        use_mvs = (info.has_motion_vectors_codec and not self.device.is_gpu
+        # --motion-source reencode scores every clip from its own re-encode (the clip stage): the
+        # source's motion would go unused, and without vectors the decoder may use frame threads.
+        source_motion = cfg.motion_source != "reencode"
+        use_mvs = (source_motion and info.has_motion_vectors_codec and not self.device.is_gpu
                    and (cfg.motion_method == "vectors"
                         or (cfg.motion_method == "auto" and min(info.width, info.height) >= MV_MIN_SIDE)))
         on_frame = None
@@ -230,7 +235,7 @@ class AnalyzeStage(Stage):
                 kw["mv_frames"] = wanted.__contains__
         chunks = (iter_analysis_frames_gpu if self.device.is_gpu else iter_analysis_frames)(
             path, info, **kw, short_side=cfg.analysis_short_side,
-            sample_fps=None if scenes else MOTION_FPS, motion_pairs=not scenes and not use_mvs,
+            sample_fps=None if scenes else MOTION_FPS, motion_pairs=source_motion and not scenes and not use_mvs,
             motion_vectors=use_mvs, time_limit_s=cfg.video_time_limit,
             on_frame=on_frame, preview_fps=1.0 if cfg.previews else None, preview_height=240, **window,
             chunk_size=ANALYSIS_CHUNK,
@@ -246,7 +251,8 @@ class AnalyzeStage(Stage):
                     detector.update(frame_features(chunk.frames), chunk.frame_indices)
                 if shot_model is not None:
                     shot_model.add(to_host(chunk.frames), chunk.frame_indices)
-                motion.add(chunk.frames, chunk.frame_indices, chunk.times, chunk.mv_samples)
+                if source_motion:
+                    motion.add(chunk.frames, chunk.frame_indices, chunk.times, chunk.mv_samples)
                 for k, t in enumerate(chunk.times):
                     if t + 1e-9 >= score_next:
                         score_next = t + 1.0 / SCORE_FPS
