@@ -232,11 +232,15 @@ def test_lock_of_a_killed_run_is_taken_over_by_resume(tmp_path):
     photos = _photo_dir(tmp_path, copies=25)
     n = len(list(photos.iterdir()))
     out = tmp_path / "out"
+    # No dedup: shards are then written as the photos are read, so the first one lands early in
+    # the run. With dedup every shard is written in pass 2, which on a quiet machine could finish
+    # (and release the lock) before the kill.
     cmd = [CS, "images", str(photos), "--output", str(out), "--workers", "1", "--batch-size", "4",
-           "--images-per-tar", "40"]
+           "--images-per-tar", "40", "--no-dedup"]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: any(out.glob("images-*.parquet")), first)
+        assert first.poll() is None, "the run ended before the kill: make it longer"
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
