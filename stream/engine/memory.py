@@ -4,17 +4,17 @@ What grew with the number of videos was found on 2026-12-03, and it was not the 
 ``frame.side_data`` puts every frame whose motion vectors are read in a reference cycle that
 only a full GC collection frees (``videos/motion_side_data.py`` reads them off a fresh carrier
 frame instead). ``bench_videos.py --memory --memory-factor 10``, peak tree RSS 1x -> 10x, one
-run per cell: scenes 1151 -> 1684 MB before, 523 -> 634 MB after (1.46x -> 1.21x); fixed
-681 -> 797 MB before, 506 -> 642 MB after (1.17x -> 1.27x; both "before" rows already with the
-per-stage trim below). Sampled through a 3x fixed run, the peak of each block of 21 videos is
-562, 540 and 500 MB: no trend left, the 10x peak is the largest of more, differently timed
-overlaps. :func:`trim` now also runs after each video's analysis and cut, not only once the
-sink has written the video. ``bench_videos --memory`` now also prints the peak of every block of
-1x videos in the 10x run: scenes [548, 654, 611, 654, 581, 580, 612, 626, 633, 647] MB against
-519 MB for the 1x run (second half / first half 1.02x); fixed [518, 493, 501, 506, 504, 526,
-529, 537, 532, 507] MB. Those runs had a pixel budget on the clip stage's cuts as well (one
-720p cut at a time, as the analysis admits decodes): it cost 10-15% of the default mode's
-throughput (0.87 vs 0.97-1.0 clips/s, bench_videos, 2 runs each) and was not kept.
+run per cell: scenes 1151 -> 1684 MB before, 544 -> 710 MB after (1.46x -> 1.30x); fixed
+681 -> 797 MB before, 453 -> 599 MB after (1.17x -> 1.32x; both "before" rows already with the
+per-stage trim below). The bench now also prints the peak of every block of 1x videos in the
+10x run. Fixed: 541, 576, 572, 556, 553, 598, 564, 549, 558, 542 MB, no growth; its ratio is the
+1x run's peak sitting below every block's (one 1x run has no block boundary, where one pass's
+last big videos meet the next pass's first). Scenes: 549, 554, 638, 630, 648, 616, 615, 678, 672,
+710 MB, still a small drift (second half / first half 1.09x; 1.02x in another run). :func:`trim`
+now also runs after each video's analysis and cut, not only once the sink has written the
+video. A pixel budget on the clip stage's cuts (one 720p cut at a time, as the analysis admits
+decodes) cost 10-15% of the default mode's throughput (0.87 vs 0.97-1.0 clips/s) and was not
+kept (with it: scenes 519 -> 655, fixed 538 -> 538 MB).
 
 The history below is what was tried before the cycle was found.
 
