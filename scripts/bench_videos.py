@@ -68,6 +68,7 @@ from _bench_common import (  # noqa: E402
     machine_line,
     ratio,
     self_cmd,
+    tree_rss,
     table,
     verdict,
 )
@@ -339,13 +340,11 @@ class _BlockPeaks(threading.Thread):
         self._sample()
 
     def _sample(self) -> None:
-        done = sum(1 for _ in (self.out / "processed_videos").rglob("*.json")) if (self.out / "processed_videos").is_dir() else 0
-        k = done // self.block
-        with open("/proc/self/status") as f:
-            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        records = self.out / "processed_videos"
+        k = (sum(1 for _ in records.rglob("*.json")) if records.is_dir() else 0) // self.block
         while len(self.peaks) <= k:
-            self.peaks.append(0.0)
-        self.peaks[k] = round(max(self.peaks[k], rss))
+            self.peaks.append(0)
+        self.peaks[k] = max(self.peaks[k], round(tree_rss(os.getpid()) / 2**20))
 
     def stop(self) -> None:
         self._stop_event.set()
