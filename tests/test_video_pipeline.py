@@ -380,3 +380,29 @@ def test_decode_budget_never_pairs_two_large_videos():
             t.join(5)
         assert budget.used == 0 and peak[0] <= most, (sizes, peak[0])
 
+
+
+@pytest.mark.slow
+def test_video_runs_cap_arenas_and_trim_the_heap_while_they_cut(samples, tmp_path, monkeypatch):
+    from curastream.engine.memory import HeapTrimmer
+    from curastream.videos import clip_stage
+    from curastream.videos import pipeline as video_pipeline
+
+    vids, _ = samples
+    trimmer = HeapTrimmer(period_s=0.01)
+    running = []
+    cut = clip_stage.cut_exact
+
+    def watched_cut(*a, **kw):
+        running.append(trimmer._thread is not None and trimmer._thread.is_alive())
+        return cut(*a, **kw)
+
+    capped = []
+    monkeypatch.setattr(clip_stage, "HEAP_TRIMMER", trimmer)
+    monkeypatch.setattr(clip_stage, "cut_exact", watched_cut)
+    monkeypatch.setattr(video_pipeline, "cap_arenas", capped.append)
+    run_videos(VideoRunConfig(sources=[str(vids["pan_fast"].path)], output=str(tmp_path / "o"), split="fixed",
+                              clip_len=2, progress=False))
+    assert capped == [2]  # the run's threads share two malloc arenas (engine/memory.py)
+    assert running == [True]  # the trimmer ran during the cut
+    assert trimmer._thread is None and trimmer.trims >= 1  # and stopped with the run

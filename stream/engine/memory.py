@@ -1,6 +1,30 @@
-"""Hand freed heap pages back to the system between big items (videos).
+"""Keep a video run's memory flat: hand freed heap pages back, and let few malloc arenas hold them.
 
-What grew with the number of videos was found on 2026-12-03, and it was not the heap: PyAV's
+Fifth stop (2026-12-03). Once the PyAV cycle below was fixed, the heap *in use* no longer grew
+with the number of videos: ``mallinfo2`` sampled through 1x and 3x runs peaked at 215-270 MB
+either way. RSS peaked 250-350 MB above it, and more the longer the run. glibc gives each thread
+an arena, and what a thread frees stays resident for that arena alone. A video run has a dozen
+threads making big allocations (two analysis and two clip workers, the codecs' own threads, six
+writers), and :func:`trim` once per video missed what a 20-second cut frees clip by clip. Kept:
+:func:`cap_arenas` (2, when a video pipeline is built) and :class:`HeapTrimmer` (every 0.5 s
+while a clip stage runs). ``bench_videos.py --memory --memory-factor 10``, peak tree RSS
+1x -> 10x, one run per cell, on a machine ~15% slower than at the fourth stop:
+
+=====================================  ===================  ===================
+code                                   fixed                scenes
+=====================================  ===================  ===================
+fourth stop                            453 -> 599 (1.32x)   544 -> 710 (1.30x)
+trimmer only                           494 -> 586 (1.19x)   543 -> 648 (1.19x)
+trimmer + MALLOC_ARENA_MAX=2 (env)     435 -> 468 (1.07x)   530 -> 591 (1.11x)
+trimmer + cap_arenas(2) (kept)         431 -> 450 (1.04x)   522 -> 612 (1.17x)
+=====================================  ===================  ===================
+
+The kept run's block peaks: fixed 433 ... 437 MB (second half / first half 0.99x, flat); scenes
+535, 559, 539, 545, 544, 591, 591, 602, 565, 594 (1.08x, a drift still open). A budget shared
+by the analysis decodes and the cuts (a cut weighing twice its frame size) gave 516 -> 592 and
+525 -> 659 and did not move the in-use peaks: not kept.
+
+Fourth stop: what grew with the number of videos was not the heap. PyAV's
 ``frame.side_data`` puts every frame whose motion vectors are read in a reference cycle that
 only a full GC collection frees (``videos/motion_side_data.py`` reads them off a fresh carrier
 frame instead). ``bench_videos.py --memory --memory-factor 10``, peak tree RSS 1x -> 10x, one
@@ -54,6 +78,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
 
 _libc = None
 
@@ -66,6 +91,7 @@ def _glibc():
             try:
                 lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
                 lib.malloc_trim.argtypes = [ctypes.c_size_t]
+                lib.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
                 _libc = lib
             except (OSError, AttributeError):  # musl and other libcs: nothing to trim
                 pass
@@ -77,3 +103,73 @@ def trim() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def cap_arenas(n: int) -> bool:
+    """Lets the process's threads share at most ``n`` malloc arenas from now on (process-wide).
+
+    Each arena keeps what its threads freed for those threads alone, so a video run's dozen
+    threads (decoders', encoders', workers', writers') each held freed frame buffers resident.
+    glibc fixes the limit when it first needs it, after its 8th arena: called later, the cap
+    can no longer take effect (returns whether glibc took the setting, not whether it applies).
+    """
+    libc = _glibc()
+    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, n))
+
+
+class HeapTrimmer:
+    """Trims the heap every ``period_s`` seconds from a daemon thread while started.
+
+    Trimming once per finished video left the run's peak to what the videos in flight had freed
+    but not returned: a 20-second 720p cut frees its encoder's and decoder's buffers clip by clip,
+    and another thread's arena cannot reuse them. Sampled through a 3x fixed run, the heap in use
+    peaked at ~235 MB whatever the number of videos, while RSS peaked 250-300 MB above it, more the
+    longer the run (more overlaps). malloc_trim(0) takes a few ms with the GIL released, and the
+    runs with it every 0.5 s were no slower (72.7-75.5 s against 79.1-81.0 s, 3x fixed).
+    """
+
+    def __init__(self, period_s: float = 0.5):
+        self.period_s = period_s
+        self.trims = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._users = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Starts the thread on the first of nested starts (a stage per worker may call it)."""
+        with self._lock:
+            self._users += 1
+            if self._users > 1 or _glibc() is None:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="curastream-trim", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._users or self._thread is None:
+                return
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            trim()
+            self.trims += 1
+
+    def __enter__(self) -> "HeapTrimmer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# One per process: pipelines running side by side share it (start/stop nest).
+HEAP_TRIMMER = HeapTrimmer()

@@ -26,6 +26,7 @@ from curastream.videos.clip_facts import (
     stream_fps,
     tolerance,
 )
+from curastream.videos.encoder_open import open_encoder
 from curastream.videos.mp4box import faststart
 from curastream.videos.rotation import cw_from_ccw, ffmpeg_upright_filters, swaps_sides, upright_size
 from curastream.videos.x264 import x264_options
@@ -219,6 +220,7 @@ class ClipEncoder:
         tag = MP4_TAGS.get(av.codec.Codec(self.encoder, "w").canonical_name)
         if tag:
             stream.codec_context.codec_tag = tag
+        open_encoder(stream.codec_context)  # libsvtav1 would leave its threads, and this one, real-time
         self._stream = stream
         if self.cw or (w, h) != (frame.width, frame.height):
             self._upright = _Upright(frame, self.cw, w, h)

@@ -14,7 +14,7 @@ import numpy as np
 from curastream.config import VideoRunConfig
 from curastream.engine.batch import Batch, ok_rows
 from curastream.engine.device import Device
-from curastream.engine.memory import trim
+from curastream.engine.memory import HEAP_TRIMMER, trim
 from curastream.engine.names import printable
 from curastream.engine.pipeline import Stage
 from curastream.kernels.image_scores import score_batch
@@ -52,8 +52,14 @@ class ClipStage(Stage):
         self.device = device or Device("cpu", None)
 
     def open(self) -> None:
+        # Cuts free big buffers clip by clip: handed back every half second, not only when a
+        # video ends (engine/memory.py).
+        HEAP_TRIMMER.start()
         for m in self.models:  # once; the stage's workers share them
             m.load(model_device(m, self.device))
+
+    def close(self) -> None:
+        HEAP_TRIMMER.stop()
 
     def process(self, b: Batch) -> Batch:
         records: list[list[ClipRecord]] = [Held() for _ in range(b.num_rows)]

@@ -12,6 +12,7 @@ import av
 
 from curastream.videos.clip_encode import ENCODER_THREADS
 from curastream.videos.clip_facts import stream_fps
+from curastream.videos.encoder_open import open_encoder
 from curastream.videos.packet_index import _TO_ANNEXB, _annexb_to_lengths, _nal_length_size, _Packet
 from curastream.videos.x264 import x264_options
 
@@ -43,6 +44,7 @@ class _EdgeEncoder:
         cc.max_b_frames = 0
         cc.thread_count = ENCODER_THREADS  # same bytes every run: see clip_encode.ENCODER_THREADS
         cc.options = _edge_options(name, preset, crf)
+        open_encoder(cc)  # libsvtav1 would leave its threads, and this one, real-time
         self.cc, self.codec = cc, codec
         self.size = _nal_length_size(vs, codec)
 

@@ -27,6 +27,7 @@ from curastream.config import VideoRunConfig
 from curastream.engine.batch import Batch
 from curastream.engine.device import Device, DeviceError, resolve_device
 from curastream.engine.lock import MARK_DIR
+from curastream.engine.memory import cap_arenas
 from curastream.engine.names import printable
 from curastream.engine.output import check_not_overlapping
 from curastream.engine.pipeline import Pipeline
@@ -48,6 +49,9 @@ from curastream.writers.rejects import read_rejects
 
 log = logging.getLogger(__name__)
 
+# Two analysis and two clip workers do the big allocations: two arenas between them.
+VIDEO_ARENAS = 2
+
 SUMMARY_NAME = f"{MARK_DIR}/summary.json"  # a run file: beside the rejects, apart from the dataset
 
 
@@ -59,6 +63,7 @@ def _source(inputs: Iterable[VideoInput]) -> Iterator[Batch]:
 def _pipeline(inputs: Iterable[VideoInput], cfg: VideoRunConfig, device, span_range: tuple[int, int] | None = None,
               **kw) -> Pipeline:
     """span_range: fixed spans i..j-1 of each input only (a Ray task's part of a long video)."""
+    cap_arenas(VIDEO_ARENAS)  # before the stages start their threads (engine/memory.py)
     return Pipeline(_source(inputs), [AnalyzeStage(cfg, device, span_range), ClipStage(cfg, device=device)],
                     schema=VIDEO_SCHEMA, source_columns=SOURCE_COLUMNS, queue_items=2, **kw)
 
