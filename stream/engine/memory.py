@@ -115,6 +115,7 @@ def cap_arenas(n: int) -> bool:
     threads (decoders', encoders', workers', writers') each held freed frame buffers resident.
     glibc fixes the limit when it first needs it, after its 8th arena: called later, the cap
     can no longer take effect (returns whether glibc took the setting, not whether it applies).
+    Arenas made before the call stay in use: a CLI video run has 3 when its pipeline is built.
     """
     libc = _glibc()
     return bool(libc is not None and libc.mallopt(M_ARENA_MAX, n))
@@ -140,7 +141,7 @@ class HeapTrimmer:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Starts the thread on the first of nested starts (a stage per worker may call it)."""
+        """Starts the thread on the first of nested starts (video pipelines side by side in one process)."""
         with self._lock:
             self._users += 1
             if self._users > 1 or _glibc() is None:
