@@ -381,7 +381,6 @@ def test_decode_budget_never_pairs_two_large_videos():
         assert budget.used == 0 and peak[0] <= most, (sizes, peak[0])
 
 
-
 @pytest.mark.slow
 def test_video_runs_cap_arenas_and_trim_the_heap_while_they_cut(samples, tmp_path, monkeypatch):
     from curastream.engine.memory import HeapTrimmer

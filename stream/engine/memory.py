@@ -22,7 +22,11 @@ trimmer + cap_arenas(2) (kept)         431 -> 450 (1.04x)   522 -> 612 (1.17x)
 The kept run's block peaks: fixed 433 ... 437 MB (second half / first half 0.99x, flat); scenes
 535, 559, 539, 545, 544, 591, 591, 602, 565, 594 (1.08x, a drift still open). A budget shared
 by the analysis decodes and the cuts (a cut weighing twice its frame size) gave 516 -> 592 and
-525 -> 659 and did not move the in-use peaks: not kept.
+525 -> 659 and did not move the in-use peaks: not kept. A second scenes run of the kept code
+read 509 -> 637 (1.25x; blocks 534 ... 623, 1.02x): what is left moves with the largest overlap
+more than with the number of videos. Trimming every 0.1 s read 524 -> 573 (1.09x), but the
+analysis-bound rows of bench_videos ran 18-25% slower (--copy 2.12 clips/s against a limit of
+870 frames/s; analysis 370 frames/s), so the period stays 0.5 s.
 
 Fourth stop: what grew with the number of videos was not the heap. PyAV's
 ``frame.side_data`` puts every frame whose motion vectors are read in a reference cycle that
