@@ -128,12 +128,9 @@ def cap_arenas(n: int) -> bool:
 class HeapTrimmer:
     """Trims the heap every ``period_s`` seconds from a daemon thread while started.
 
-    Trimming once per finished video left the run's peak to what the videos in flight had freed
-    but not returned: a 20-second 720p cut frees its encoder's and decoder's buffers clip by clip,
-    and another thread's arena cannot reuse them. Sampled through a 3x fixed run, the heap in use
-    peaked at ~235 MB whatever the number of videos, while RSS peaked 250-300 MB above it, more the
-    longer the run (more overlaps). malloc_trim(0) takes a few ms with the GIL released, and the
-    runs with it every 0.5 s were no slower (72.7-75.5 s against 79.1-81.0 s, 3x fixed).
+    A 20-second 720p cut frees its encoder's and decoder's buffers clip by clip, long before
+    the video ends and :func:`trim` runs (the module docstring has the numbers). Runs with it
+    every 0.5 s were no slower (3x fixed: 72.7-75.5 s against 79.1-81.0 s without).
     """
 
     def __init__(self, period_s: float = 0.5):
@@ -150,8 +147,10 @@ class HeapTrimmer:
             self._users += 1
             if self._users > 1 or _glibc() is None:
                 return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="curastream-trim", daemon=True)
+            # a fresh event per thread: a start right after a stop must not revive the old thread
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, args=(self._stop,), name="curastream-trim",
+                                            daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -163,8 +162,8 @@ class HeapTrimmer:
             self._stop.set()
         thread.join()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.period_s):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.period_s):
             trim()
             self.trims += 1
 
