@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 import sys
 import time
 
@@ -58,6 +59,31 @@ def test_trimmer_returns_freed_heap_pages_while_running():
                 time.sleep(0.1)
             assert _rss_mb() <= before - 150
         assert trimmer.trims >= 1 and trimmer._thread is None
+    finally:
+        libc.free(pin)
+
+
+@pytest.mark.parametrize("grow,trims_early", [(32 << 20, True), (None, False)])
+def test_trimmer_trims_as_soon_as_memory_comes_in(grow, trims_early):
+    """With the clock a minute long, only the resident set's growth can make it trim early: 64 MiB
+    coming in must hand back the 200 MiB freed before. The control (no growth trigger) leaves
+    them resident for that time."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    pin, before = _free_below_a_pin(libc)
+    try:
+        trimmer = HeapTrimmer(period_s=60, poll_s=0.05, grow_bytes=grow)
+        with trimmer:
+            time.sleep(0.3)  # the thread has read its starting point
+            incoming = mmap.mmap(-1, 64 << 20)  # not from malloc: it cannot reuse the freed pages
+            page = b"\x01" * 4096  # no big temporary: its free could return pages by itself
+            for _ in range(16 << 10):
+                incoming.write(page)
+            deadline = time.monotonic() + 3
+            while _rss_mb() > before - 100 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (_rss_mb() <= before - 100) is trims_early
+            assert (trimmer.trims >= 1) is trims_early
+            incoming.close()
     finally:
         libc.free(pin)
 

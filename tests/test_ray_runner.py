@@ -432,7 +432,7 @@ def test_split_video_rejected_by_one_part_keeps_no_file(tmp_path):
     entry remain, and the run's stats count the video once, as rejected."""
     from curastream.distributed.stats import merge_stats
     from curastream.distributed.video_plan import VideoTask
-    from curastream.distributed.videos import _VideoResults
+    from curastream.distributed.videos import _merge_summaries, _VideoResults
     from curastream.engine.ownership import Ownership
     from curastream.engine.stats import RunStats
     from curastream.engine.storage import Storage
@@ -453,7 +453,8 @@ def test_split_video_rejected_by_one_part_keeps_no_file(tmp_path):
         written = [storage.write_atomic(rel, b"clip bytes").to_dict() for rel in files]
         entry = ({"video": inp.path, "status": "rejected", "stage": "decode", "reason": reason} if reason else
                  {"video": inp.path, "status": "ok", "clips": len(files), "clips_passed": len(files)})
-        return {"files": written, "stats": st.to_dict(), "node": "n1", "seconds": 1.0, "summary": {},
+        summary = {"clips": len(files), "files_written": len(written), "files_by_dir": {"clips": len(files)}}
+        return {"files": written, "stats": st.to_dict(), "node": "n1", "seconds": 1.0, "summary": summary,
                 "rejects": [reject_row(None, inp.path, None, "decode", reason)] if reason else [],
                 "per_video": [entry], "clips_total": len(files), "clips_passed": len(files), "clips_filtered": 0,
                 "videos_with_warnings": 0, "records": []}
@@ -469,3 +470,5 @@ def test_split_video_rejected_by_one_part_keeps_no_file(tmp_path):
     stats = merge_stats("videos", videos.tasks, 1.0)
     assert (stats.items_in, stats.items_out, stats.bytes_in, stats.items_rejected) == (1, 0, 1000, 1)
     assert stats.extra["tasks"] == 2 and videos.split == 1
+    # the writer summary counts what the output holds: none of the deleted files
+    assert _merge_summaries([t["summary"] for t in videos.tasks]) == {}

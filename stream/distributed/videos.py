@@ -122,6 +122,8 @@ class _VideoResults:
         if folded["rejected"]:
             for f in folded["files"]:  # a rejected video keeps no file, as locally
                 self.storage.delete(f["path"])
+            for k in range(t.parts):  # nor counts any in the writer's summary
+                parts[k]["summary"] = {}
         else:
             adopt_commits(self.storage, self.ownership, folded["files"])
             video, clips, outcomes = folded["records"]

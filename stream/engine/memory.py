@@ -1,5 +1,17 @@
 """Keep a video run's memory flat: hand freed heap pages back, and let few malloc arenas hold them.
 
+Sixth stop (2026-12-03, an Intel machine; the fifth stop's was AMD). :class:`HeapTrimmer` now
+also trims as soon as the resident set has grown 32 MB since its last trim (checked every
+0.1 s), besides every 0.5 s: trims land when memory comes in, without the fixed 0.1 s clock
+that slowed the analysis decodes. ``bench_videos.py --memory --memory-factor 10``, one run per
+cell: scenes, old code 623 -> 677 MB (1.09x), new 599 -> 648 (1.08x) and 585 -> 630 (1.08x),
+blocks flat (second half / first half 1.01-1.02x). Fixed, new: 446 -> 531 (1.19x), but its
+blocks are flat (510, 483, 488, 502, 506, 500, 524, 500, 505, 506): each block holds a
+wrap-around (the last big videos of one pass cut while the first of the next are analysed)
+that the single 1x pass never has. Throughput (``--repeat 2``, against the same run's bare
+encode): default 1.05 vs 0.98, exact 1.11 vs 1.03, reencode 0.86 vs 0.79, analysis 542 frames/s
+both; every row's peak RSS 0-5% lower.
+
 Fifth stop (2026-12-03). Once the PyAV cycle below was fixed, the heap *in use* no longer grew
 with the number of videos: ``mallinfo2`` sampled through 1x and 3x runs peaked at 215-270 MB
 either way. RSS peaked 250-350 MB above it, and more the longer the run. glibc gives each thread
@@ -7,7 +19,7 @@ an arena, and what a thread frees stays resident for that arena alone. A video r
 threads making big allocations (two analysis and two clip workers, the codecs' own threads, six
 writers), and :func:`trim` once per video missed what a 20-second cut frees clip by clip. Kept:
 :func:`cap_arenas` (2, when a video pipeline is built) and :class:`HeapTrimmer` (every 0.5 s
-while a clip stage runs). ``bench_videos.py --memory --memory-factor 10``, peak tree RSS
+while a clip stage runs; the sixth stop added the growth trigger). ``bench_videos.py --memory --memory-factor 10``, peak tree RSS
 1x -> 10x, one run per cell, on a machine ~15% slower than at the fourth stop:
 
 =====================================  ===================  ===================
@@ -81,8 +93,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 import threading
+import time
 
 _libc = None
 
@@ -125,16 +139,30 @@ def cap_arenas(n: int) -> bool:
     return bool(libc is not None and libc.mallopt(M_ARENA_MAX, n))
 
 
+def resident_bytes() -> int:
+    """This process's resident set (one read of /proc/self/statm; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class HeapTrimmer:
-    """Trims the heap every ``period_s`` seconds from a daemon thread while started.
+    """Trims the heap from a daemon thread while started: every ``period_s`` seconds, and
+    sooner when the resident set grew by ``grow_bytes`` since the last trim.
 
     A 20-second 720p cut frees its encoder's and decoder's buffers clip by clip, long before
-    the video ends and :func:`trim` runs (the module docstring has the numbers). Runs with it
-    every 0.5 s were no slower (3x fixed: 72.7-75.5 s against 79.1-81.0 s without).
+    the video ends and :func:`trim` runs (the module docstring has the numbers). A fixed clock
+    fast enough for the scenes split's overlaps slowed the analysis decodes (each trim locks
+    the arenas and hands back pages a decoder faults in again at once); looking at the RSS
+    every ``poll_s`` costs one small read, and trims only when memory came in.
     """
 
-    def __init__(self, period_s: float = 0.5):
+    def __init__(self, period_s: float = 0.5, poll_s: float = 0.1, grow_bytes: int | None = 32 << 20):
         self.period_s = period_s
+        self.poll_s = min(poll_s, period_s)
+        self.grow_bytes = grow_bytes
         self.trims = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -163,9 +191,22 @@ class HeapTrimmer:
         thread.join()
 
     def _run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.period_s):
+        watch = self.grow_bytes is not None
+        last = time.monotonic()
+        floor = resident_bytes() if watch else 0
+        while not stop.wait(self.poll_s):
+            now = time.monotonic()
+            if watch:
+                rss = resident_bytes()
+                floor = min(floor, rss)  # grown since the lowest point after the last trim
+            grew = watch and rss - floor >= self.grow_bytes
+            if not grew and now - last < self.period_s:
+                continue
             trim()
             self.trims += 1
+            last = time.monotonic()
+            if watch:
+                floor = resident_bytes()
 
     def __enter__(self) -> "HeapTrimmer":
         self.start()
