@@ -8,9 +8,10 @@ cell: scenes, old code 623 -> 677 MB (1.09x), new 599 -> 648 (1.08x) and 585 -> 
 blocks flat (second half / first half 1.01-1.02x). Fixed, new: 446 -> 531 (1.19x), but its
 blocks are flat (510, 483, 488, 502, 506, 500, 524, 500, 505, 506): each block holds a
 wrap-around (the last big videos of one pass cut while the first of the next are analysed)
-that the single 1x pass never has. Throughput (``--repeat 2``, against the same run's bare
-encode): default 1.05 vs 0.98, exact 1.11 vs 1.03, reencode 0.86 vs 0.79, analysis 542 frames/s
-both; every row's peak RSS 0-5% lower.
+that the single 1x pass never has; its heap in use is mostly libx264's (~110 MB per 720p
+encoder; docs/PERFORMANCE.md has the breakdown). Throughput (``--repeat 2``, against the same
+run's bare encode): default 1.05 vs 0.98, exact 1.11 vs 1.03, reencode 0.86 vs 0.79, analysis
+542 frames/s both; every row's peak RSS 0-5% lower.
 
 Fifth stop (2026-12-03). Once the PyAV cycle below was fixed, the heap *in use* no longer grew
 with the number of videos: ``mallinfo2`` sampled through 1x and 3x runs peaked at 215-270 MB
@@ -19,8 +20,9 @@ an arena, and what a thread frees stays resident for that arena alone. A video r
 threads making big allocations (two analysis and two clip workers, the codecs' own threads, six
 writers), and :func:`trim` once per video missed what a 20-second cut frees clip by clip. Kept:
 :func:`cap_arenas` (2, when a video pipeline is built) and :class:`HeapTrimmer` (every 0.5 s
-while a clip stage runs; the sixth stop added the growth trigger). ``bench_videos.py --memory --memory-factor 10``, peak tree RSS
-1x -> 10x, one run per cell, on a machine ~15% slower than at the fourth stop:
+while a clip stage runs; the sixth stop added the growth trigger).
+``bench_videos.py --memory --memory-factor 10``, peak tree RSS 1x -> 10x, one run per cell,
+on a machine ~15% slower than at the fourth stop:
 
 =====================================  ===================  ===================
 code                                   fixed                scenes
@@ -195,12 +197,12 @@ class HeapTrimmer:
         last = time.monotonic()
         floor = resident_bytes() if watch else 0
         while not stop.wait(self.poll_s):
-            now = time.monotonic()
+            grew = False
             if watch:
                 rss = resident_bytes()
                 floor = min(floor, rss)  # grown since the lowest point after the last trim
-            grew = watch and rss - floor >= self.grow_bytes
-            if not grew and now - last < self.period_s:
+                grew = rss - floor >= self.grow_bytes
+            if not grew and time.monotonic() - last < self.period_s:
                 continue
             trim()
             self.trims += 1
