@@ -465,3 +465,48 @@ def test_memory_filesystem(dirs):
         fs, root = fsspec.core.url_to_fs(out)
         if fs.exists(root):
             fs.rm(root, recursive=True)
+
+
+def test_split_video_records_cut_short_before_the_marker_are_redone_the_same(tmp_path):
+    """The Ray driver writes a split video's records itself (``write_video_records``). Killed
+    after some of them but before ``processed_videos``, the video must read as not done (so a
+    resume redoes all its parts), and the records written again must be the same files with the
+    same bytes: nothing half-finished is taken for finished, nothing differs on the redo."""
+    from curastream.writers.clip_summary import ClipOutcome
+
+    src = tmp_path / "in"
+    src.mkdir()
+    video_path = str(src / "long.mp4")
+    video = VideoRecord(path=video_path, height=720, width=1280, framerate=24.0, num_frames=2400,
+                        duration=100.0, video_codec="h264", pixel_format="yuv420p")
+    clips = [ClipRecord.for_span(video_path, 10.0 * k, 10.0 * (k + 1), 24.0) for k in range(10)]
+    outcomes = [ClipOutcome(c.uuid, k % 3 != 0, [] if k % 3 else ["motion"], 10.0, transcoded=True,
+                            valid=k % 3 != 0) for k, c in enumerate(clips)]
+    out = tmp_path / "out"
+
+    class KilledAtTheMarker(Storage):
+        def write_atomic(self, rel, data, **kw):
+            if rel.startswith("processed_videos/"):
+                raise KeyboardInterrupt("driver killed")  # what stops the driver: not an Exception
+            return super().write_atomic(rel, data, **kw)
+
+    first = ClipWriter(str(out), str(src), storage=KilledAtTheMarker(str(out)))
+    with pytest.raises(KeyboardInterrupt):
+        first.write_video_records(video, clips, outcomes, clips_per_chunk=4)
+    first.abort()
+    chunk_files = sorted(p.relative_to(out).as_posix() for p in (out / "processed_clip_chunks").rglob("*.json"))
+    assert chunk_files == ["processed_clip_chunks/long.mp4_0.json", "processed_clip_chunks/long.mp4_1.json",
+                           "processed_clip_chunks/long.mp4_2.json"]  # 10 clips in chunks of 4
+    assert not (out / "processed_videos").exists()
+    assert not ClipWriter.is_video_done(str(out), str(src), video_path)
+    before = {rel: (out / rel).read_bytes() for rel in chunk_files}
+
+    again = ClipWriter(str(out), str(src), storage=Storage(str(out)))
+    again.write_video_records(video, clips, outcomes, clips_per_chunk=4)
+    again.commit()
+    assert ClipWriter.is_video_done(str(out), str(src), video_path)
+    assert {rel: (out / rel).read_bytes() for rel in chunk_files} == before
+    marker = json.loads((out / "processed_videos" / "long.mp4.json").read_bytes())
+    assert marker["num_clip_chunks"] == 3
+    docs = [json.loads(v) for v in before.values()]
+    assert sorted(u for d in docs for u in d["clips"] + d["filtered_clips"]) == sorted(c.uuid for c in clips)
