@@ -4,10 +4,11 @@ Sixth stop (2026-12-03, an Intel machine; the fifth stop's was AMD). :class:`Hea
 also trims as soon as the resident set has grown 32 MB since its last trim (checked every
 0.1 s), besides every 0.5 s: trims land when memory comes in, without the fixed 0.1 s clock
 that slowed the analysis decodes. ``bench_videos.py --memory --memory-factor 10``, one run per
-cell: scenes, old code 623 -> 677 MB (1.09x), new 599 -> 648 (1.08x) and 585 -> 630 (1.08x),
-blocks flat (second half / first half 1.01-1.02x). Fixed, new: 446 -> 531 (1.19x), but its
-blocks are flat (510, 483, 488, 502, 506, 500, 524, 500, 505, 506): each block holds a
-wrap-around (the last big videos of one pass cut while the first of the next are analysed)
+cell: scenes, old code 623 -> 677 MB (1.09x), new 599 -> 648 (1.08x), 585 -> 630 (1.08x) and
+535 -> 573 (1.07x), blocks flat (second half / first half 1.01-1.02x). Fixed, old code
+486 -> 582 (1.20x); new, three runs: 446 -> 531 (1.19x), 440 -> 472 (1.07x), 410 -> 453
+(1.105x), blocks flat in each (run 1: 510, 483, 488, 502, 506, 500, 524, 500, 505, 506). Each
+block holds a wrap-around (the last big videos of one pass cut while the first of the next are analysed)
 that the single 1x pass never has; its heap in use is mostly libx264's (~110 MB per 720p
 encoder; docs/PERFORMANCE.md has the breakdown). Throughput (``--repeat 2``, against the same
 run's bare encode): default 1.05 vs 0.98, exact 1.11 vs 1.03, reencode 0.86 vs 0.79, analysis
