@@ -8,9 +8,9 @@ cell: scenes, old code 623 -> 677 MB (1.09x), new 599 -> 648 (1.08x), 585 -> 630
 535 -> 573 (1.07x), blocks flat (second half / first half 1.01-1.02x). Fixed, old code
 486 -> 582 (1.20x); new, three runs: 446 -> 531 (1.19x), 440 -> 472 (1.07x), 410 -> 453
 (1.105x), blocks flat in each (run 1: 510, 483, 488, 502, 506, 500, 524, 500, 505, 506). Each
-block holds a wrap-around (the last big videos of one pass cut while the first of the next are analysed)
-that the single 1x pass never has; its heap in use is mostly libx264's (~110 MB per 720p
-encoder; docs/PERFORMANCE.md has the breakdown). Throughput (``--repeat 2``, against the same
+block holds a wrap-around (the last big videos of one pass cut while the first of the next are
+analysed) that the single 1x pass never has; its heap in use is mostly libx264's (~110 MB per
+720p encoder; docs/PERFORMANCE.md has the breakdown). Throughput (``--repeat 2``, against the same
 run's bare encode): default 1.05 vs 0.98, exact 1.11 vs 1.03, reencode 0.86 vs 0.79, analysis
 542 frames/s both; every row's peak RSS 0-5% lower.
 

@@ -52,8 +52,8 @@ class ClipStage(Stage):
         self.device = device or Device("cpu", None)
 
     def open(self) -> None:
-        # Cuts free big buffers clip by clip: handed back every half second, not only when a
-        # video ends (engine/memory.py).
+        # Cuts free big buffers clip by clip: handed back while the run grows and every half
+        # second, not only when a video ends (engine/memory.py).
         HEAP_TRIMMER.start()
         for m in self.models:  # once; the stage's workers share them
             m.load(model_device(m, self.device))
