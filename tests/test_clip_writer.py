@@ -369,7 +369,7 @@ class SlowStorage(Storage):
         self.max_pending = 0
         self.writer: ClipWriter | None = None
 
-    def write_atomic(self, rel, data, rows=None):
+    def write_atomic(self, rel, data, rows=None, group=None):
         self.threads.add(threading.current_thread().name)
         if self.writer is not None:
             self.max_pending = max(self.max_pending, self.writer.pending)
@@ -378,7 +378,7 @@ class SlowStorage(Storage):
             with self.open_atomic(rel) as f:
                 f.write(data[: len(data) // 2])
                 raise OSError("disk full (test)")
-        return super().write_atomic(rel, data, rows)
+        return super().write_atomic(rel, data, rows, group)
 
 
 def test_writes_on_worker_threads_with_bounded_pending(dirs):

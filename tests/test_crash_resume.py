@@ -416,3 +416,86 @@ def test_videos_resume_from_handmade_crash_points(video_case):
         _check_index(out, ref_index, skip=frozenset({"_curastream/summary.json"}))
         _check_video_summary(out, len(video_case["names"]))
         SUMMARY["videos"]["resumes"] += 1
+
+
+def _metas_of(out: Path, video: Path) -> list[str]:
+    """Span uuids of the metas an output holds for ``video`` (its ``source_video`` field)."""
+    found = []
+    for p in (out / "metas" / "v0").glob("*.json") if (out / "metas" / "v0").is_dir() else []:
+        try:
+            doc = json.loads(p.read_bytes())
+        except ValueError:  # caught mid-write: not committed yet (a temporary has another name)
+            continue
+        if Path(doc["source_video"]).name == video.name:
+            found.append(doc["span_uuid"])
+    return found
+
+
+def _kill_while_writing(cmd: list[str], out: Path, victim: Path) -> bool:
+    """Run ``cmd``; SIGKILL it once a meta of ``victim`` is committed and its processed_videos
+    record is not. False when the run got past that window first."""
+    errf = tempfile.TemporaryFile()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, env=_env(), start_new_session=True)
+    marker = out / "processed_videos" / f"{victim.name}.json"
+    t0 = time.monotonic()
+    hit = False
+    while p.poll() is None and time.monotonic() - t0 < 120:
+        if _metas_of(out, victim) and not marker.exists():
+            os.killpg(p.pid, signal.SIGKILL)
+            hit = True
+            break
+        time.sleep(0.002)
+    p.wait(timeout=30)
+    if not hit:
+        assert p.returncode == 0, _read(errf)[-3000:]
+    return hit and not marker.exists()
+
+
+def test_video_killed_while_written_then_rejected_on_resume_keeps_none_of_its_files(tmp_path):
+    """Killed while a video's clips are committed, a run leaves some of its clips and metas and
+    no processed_videos record. The resume does the video again; when it rejects it this time
+    (its file broke in between), the output must hold nothing the killed run wrote of it: clips
+    of a video that rejects.parquet and summary.json call rejected are not training data. The
+    other video's files and a file that is not ours stay."""
+    from curastream.samples import make_sample_videos
+
+    src = tmp_path / "src"
+    make_sample_videos(src)
+    for p in src.iterdir():
+        if p.name not in ("pan_slow.mp4", "three_shots.mp4"):
+            p.unlink()
+    victim, other = src / "three_shots.mp4", src / "pan_slow.mp4"
+    out = tmp_path / "out"
+    cmd = _cmd("videos", str(src), "--output", str(out), "--split", "fixed", "--clip-len", "1", "--no-progress")
+    for _ in range(6):
+        if out.exists():
+            shutil.rmtree(out)
+        if _kill_while_writing(cmd, out, victim):
+            break
+    else:
+        pytest.fail("no kill landed while the video's files were being written")
+    left = _metas_of(out, victim)
+    assert left and not (out / "processed_videos" / f"{victim.name}.json").exists()
+    (out / "README.txt").write_text("not curastream's\n")
+    victim.write_bytes(b"this is no longer a video\n" * 100)
+
+    _run_ok(cmd + ["--on-existing", "resume"])
+
+    assert _metas_of(out, victim) == []
+    named = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and any(u in p.name or
+             u in p.parent.name for u in left)]
+    assert named == [], f"files of the rejected video left from the killed run: {named[:5]}"
+    assert not list((out / "processed_clip_chunks").glob(f"{victim.name}_*.json"))
+    rejects = pq.read_table(out / "_curastream" / "rejects.parquet").to_pylist()
+    assert [Path(r["source"]).name for r in rejects] == [victim.name]
+    # the other video is whole: done, and every clip its chunk record lists is there
+    chunk = json.loads((out / "processed_clip_chunks" / f"{other.name}_0.json").read_bytes())
+    assert (out / "processed_videos" / f"{other.name}.json").exists()
+    assert sorted(_metas_of(out, other)) == sorted(chunk["clips"] + chunk["filtered_clips"])
+    clips = sorted(p.stem for d in ("clips", "filtered_clips") for p in (out / d).glob("*.mp4"))
+    assert clips == sorted(chunk["clips"] + chunk["filtered_clips"])
+    assert (out / "README.txt").read_text() == "not curastream's\n"
+    (out / "README.txt").unlink()  # the index lists only ours
+    _check_index(out)
+    summary = json.loads((out / "_curastream" / "summary.json").read_bytes())
+    assert summary["totals"]["videos_rejected"] == 1 and summary["totals"]["videos_processed"] == 1

@@ -304,6 +304,46 @@ def test_overwrite_whose_delete_fails_exits_non_zero_naming_the_file(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def _journal_with_videos(storage) -> None:
+    from curastream.engine.ownership import Ownership
+
+    own = Ownership(storage, "run1")
+    storage.on_write = own.record
+    storage.write_atomic("clips/a.mp4", b"a", group="day1/v1.mp4")
+    storage.write_atomic("metas/v0/a.json", b"{}", group="day1/v1.mp4")
+    storage.write_atomic("clips/b.mp4", b"b", group="v2.mp4")
+    storage.write_atomic("_curastream/rejects.parquet", b"r")  # a run file: no video's
+    storage.on_write = None
+    own.close()
+
+
+def _check_journal_with_videos(storage) -> None:
+    from curastream.engine.ownership import Ownership
+
+    again = Ownership(storage, "run2")  # what a resume reads back
+    assert again.files_of({"day1/v1.mp4"}) == ["clips/a.mp4", "metas/v0/a.json"]
+    assert again.files_of({"v2.mp4", "v3.mp4"}) == ["clips/b.mp4"]
+    assert again.files_of({"v1.mp4"}) == []
+    assert all(again.owns(r) for r in ("clips/a.mp4", "clips/b.mp4", "_curastream/rejects.parquet"))
+
+
+def test_journal_names_the_video_each_file_was_written_for(tmp_path):
+    """A resume finds what a killed run wrote for each video (to remove it before the video is
+    done again); files of no video and journal lines of earlier versions (bare names) stay
+    owned, attributed to none."""
+    from curastream.engine.ownership import Ownership
+    from curastream.engine.storage import Storage
+
+    storage = Storage(str(tmp_path))
+    _journal_with_videos(storage)
+    _check_journal_with_videos(storage)
+    old = tmp_path / "_curastream" / "journal" / "run0.jsonl"
+    old.write_text('"clips/old.mp4"\n["clips/c.mp4", "v3.mp4"]\n["cut sh')  # last line cut by a kill
+    again = Ownership(storage, "run2")
+    assert again.owns("clips/old.mp4") and again.files_of({"v3.mp4"}) == ["clips/c.mp4"]
+    assert "clips/old.mp4" not in again.files_of({"day1/v1.mp4", "v2.mp4", "v3.mp4"})
+
+
 # -- object stores ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def s3_url(request):
@@ -406,3 +446,13 @@ def test_s3_overwrite_keeps_foreign_objects(s3_url, tmp_path):
     assert sum(n.endswith(".tar") for n in names) == 1
     index = json.loads(fs.cat_file("safety/imgs/index.json"))
     assert {f["path"] for f in index["files"]} == set(names) - {"index.json", "README"}
+
+
+def test_s3_journal_names_the_video_each_file_was_written_for(s3_url):
+    """The same record on an object store, where the journal is written as segments."""
+    from curastream.engine.storage import Storage
+
+    url, fs = s3_url
+    storage = Storage("s3://safety/journal-groups", {"client_kwargs": {"endpoint_url": url}})
+    _journal_with_videos(storage)
+    _check_journal_with_videos(storage)

@@ -417,6 +417,15 @@ def test_long_videos_split_across_tasks_match_local(cluster, tmp_path):
                    ko, "metas/*/*.json", 180)
     assert list(ko.glob("metas/*/*.json")) and not (ko / "index.json").exists()
     assert len(list(ko.glob("processed_videos/*.json"))) < 2
+    # every file the workers committed is journaled as its video's: what a resume removes first
+    # when it does that video again (and keeps none of, should the video be rejected this time)
+    from curastream.engine.ownership import Ownership
+    from curastream.engine.storage import Storage
+
+    committed = sorted(q.relative_to(ko).as_posix() for d in ("clips", "metas", "previews")
+                       for q in (ko / d).rglob("*") if q.is_file() and ".tmp-" not in q.name)
+    journaled = Ownership(Storage(str(ko)), "check").files_of(set(names))
+    assert committed and set(committed) <= set(journaled)  # the journal may also name an uncommitted one
     run_videos(VideoRunConfig(sources=[str(src)], output=str(ko), split="fixed", clip_len=3.0, min_clip_len=0.5,
                               previews=True, ray_video_chunk_s=10.0, progress=False, runner="ray",
                               ray_address=cluster, on_existing="resume"))

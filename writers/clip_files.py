@@ -7,7 +7,8 @@ import pickle
 
 import numpy as np
 
-from curastream.writers.clip_layout import CLIPS_DIR, FILTERED_CLIPS_DIR, METAS_DIR, PREVIEWS_DIR, dumps
+from curastream.writers.clip_layout import (CLIPS_DIR, FILTERED_CLIPS_DIR, METAS_DIR, PREVIEWS_DIR, dumps,
+                                            relative_video_path)
 from curastream.writers.clip_meta import clip_windows, meta_doc
 from curastream.writers.clip_model import ClipRecord, VideoRecord
 from curastream.writers.clip_summary import ClipOutcome
@@ -29,6 +30,7 @@ class ClipFiles:
         out = ClipOutcome(clip.uuid, passed, list(clip.filtered_by), clip.duration)
         errors = dict(clip.errors)
         write_files = not self.dry_run
+        key = relative_video_path(self.input_path, video.path)  # every file journaled as this video's
 
         # Curator records where the clip goes whether or not it is uploaded (upload_clips=False
         # still encodes: the metas keep the clip's own facts, only the MP4 is not written).
@@ -37,7 +39,7 @@ class ClipFiles:
         if clip.media:
             out.transcoded = True
             if self.upload_clips and write_files:
-                clip_location = self._put(clip_rel, clip.media)
+                clip_location = self._put(clip_rel, clip.media, key)
         elif not self.dry_run:
             log.warning("clip %s from %s has no media; nothing to upload", clip.uuid, video.path)
 
@@ -48,7 +50,7 @@ class ClipFiles:
                 if self.generate_previews and write_files:
                     # One per window, named by the window's clip-relative frames (end inclusive).
                     for (ws, we), webp in clip.previews.items():
-                        self._put(f"{PREVIEWS_DIR}/{clip.uuid}/{ws}_{we}.webp", webp)
+                        self._put(f"{PREVIEWS_DIR}/{clip.uuid}/{ws}_{we}.webp", webp, key)
             elif self.generate_previews:
                 out.preview_missing = True
                 log.error("clip %s from %s has no preview; nothing to write", clip.uuid, video.path)
@@ -58,7 +60,7 @@ class ClipFiles:
                 out.embedding = vec.astype(np.float32)
                 if write_files:
                     arr = vec.astype(np.float16).reshape(1, -1)
-                    self._put(f"{self._emb_prefix}_embd/{clip.uuid}.pickle", pickle.dumps(arr))
+                    self._put(f"{self._emb_prefix}_embd/{clip.uuid}.pickle", pickle.dumps(arr), key)
             elif self.generate_embeddings:
                 out.embedding_missing = True
                 # the plug-in's own message, when it failed, says more than that it is missing
@@ -74,5 +76,5 @@ class ClipFiles:
 
         if write_files:
             doc = meta_doc(clip, video, clip_location, errors, windows, out.valid)
-            self._put(f"{METAS_DIR}/{clip.uuid}.json", dumps(doc))
+            self._put(f"{METAS_DIR}/{clip.uuid}.json", dumps(doc), key)
         return out

@@ -295,10 +295,13 @@ class ClipWriter(ClipLayout, ClipFiles, Sink):
             self._stop.set()
         self._pool.wake()  # a caller blocked in write_chunk sees the error at once
 
-    def _put(self, rel: str, data: bytes, rows: int | None = None) -> str:
+    def _put(self, rel: str, data: bytes, video_key: str, rows: int | None = None) -> str:
+        """Commit one file of the video ``video_key`` (its path under input_path): journaled as
+        that video's, so a resume that does the video again first removes what a killed run left
+        of it (videos/pipeline.resume_todo)."""
         if self._stop.is_set():
             raise _Stopped()
-        cf = self.storage.write_atomic(rel, data, rows=rows)
+        cf = self.storage.write_atomic(rel, data, rows=rows, group=video_key)
         top = rel.split("/", 1)[0]
         if top == "metas":
             top = METAS_DIR
@@ -342,10 +345,10 @@ class ClipWriter(ClipLayout, ClipFiles, Sink):
         rows = embedding_rows(outcomes)
         if rows and not self.dry_run:
             name = chunk_uuid(video.path, chunk.chunk_index)
-            self._put(f"{self._emb_prefix}_embd_parquet/{name}.parquet", embeddings_parquet(rows),
+            self._put(f"{self._emb_prefix}_embd_parquet/{name}.parquet", embeddings_parquet(rows), st.rel,
                       rows=len(rows))
         doc = chunk_doc(chunk, video, outcomes)
-        self._put(f"{PROCESSED_CHUNKS_DIR}/{st.rel}_{chunk.chunk_index}.json", dumps(doc))
+        self._put(f"{PROCESSED_CHUNKS_DIR}/{st.rel}_{chunk.chunk_index}.json", dumps(doc), st.rel)
 
         with self._lock:
             self._stats.add_chunk(outcomes, doc)
@@ -359,7 +362,7 @@ class ClipWriter(ClipLayout, ClipFiles, Sink):
             n_clips = st.clips
         if complete:
             try:
-                self._put(f"{PROCESSED_VIDEOS_DIR}/{st.rel}.json", dumps(video_doc(v, st.total, n_clips)))
+                self._put(f"{PROCESSED_VIDEOS_DIR}/{st.rel}.json", dumps(video_doc(v, st.total, n_clips)), st.rel)
             except BaseException:
                 with self._lock:
                     st.marked = False

@@ -55,7 +55,7 @@ def _videos_on_ray(ray, cfg: VideoRunConfig, out: OutputSession, inputs: list[Vi
                    device_kind: str) -> RunStats:
     t0 = time.perf_counter()
     storage = out.storage
-    todo, prior_rejects = resume_todo(cfg, storage, out.resuming, input_path, inputs)
+    todo, prior_rejects = resume_todo(cfg, storage, out.resuming, input_path, inputs, out.ownership)
     todo = sorted(todo, key=lambda i: i.path)
     cpus = task_cpus(ray, CPUS_PER_VIDEO)
     task = ray.remote(_video_task).options(**task_options(cpus, device_kind, cfg.gpus_per_task))

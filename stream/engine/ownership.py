@@ -8,6 +8,10 @@ is already known as ours. A finished run's ``index.json`` lists its files too (a
 version's); once it is written and lists every owned file present, the journal is dropped and
 the finished output holds exactly its dataset, the index being the record.
 
+A name written for one item of a run (a video's clips, metas, previews and records) is journaled
+with that item's key, ``[name, key]``: a resume finds what a killed run left of an item it does
+again (:meth:`Ownership.files_of`) and removes it first, so an item rejected this time keeps none.
+
 Local journals are one append-only file per run, a line per name. Object stores get no appends
 and a PUT per clip would double the requests, so names are buffered and written as one segment
 object per ``FLUSH_EVERY`` names, per lock heartbeat, and at the end. A run killed on an object
@@ -69,8 +73,9 @@ class Ownership:
         self.storage = storage
         self.run_id = run_id
         self.owned: set[str] = set()
+        self.groups: dict[str, str] = {}  # name -> the key of the item it was written for
         self._lock = threading.Lock()
-        self._pending: list[str] = []
+        self._pending: list[str | list[str]] = []
         self._seq = 0
         self._flushed_at = time.monotonic()
         self._fh = None
@@ -95,7 +100,12 @@ class Ownership:
                         names.append(json.loads(line))
                     except ValueError:
                         continue  # a line cut short by a kill
-            self.owned.update(n for n in names if isinstance(n, str))
+            for n in names:
+                if isinstance(n, str):
+                    self.owned.add(n)
+                elif isinstance(n, list) and len(n) == 2 and all(isinstance(x, str) for x in n):
+                    self.owned.add(n[0])
+                    self.groups[n[0]] = n[1]
         from_index = read_index_files(st) or set()
         self._index_only = sorted(from_index - self.owned)
         self.owned |= from_index
@@ -141,23 +151,33 @@ class Ownership:
     def is_deletable(self, rel: str) -> bool:
         return self.owns(rel) or self.is_ours_temp(rel)
 
-    # -- recording --------------------------------------------------------------------------
-    def record(self, rel: str) -> None:
-        """Called by Storage before a file's temporary is created."""
+    def files_of(self, keys: set[str]) -> list[str]:
+        """The owned names journaled for any of the item ``keys``."""
         with self._lock:
-            if rel in self.owned:
+            return sorted(rel for rel, key in self.groups.items() if key in keys and self.owns(rel))
+
+    # -- recording --------------------------------------------------------------------------
+    def record(self, rel: str, group: str | None = None) -> None:
+        """Called by Storage before a file's temporary is created; ``group``: the key of the
+        item the file is written for, if any."""
+        with self._lock:
+            if rel in self.owned and (group is None or self.groups.get(rel) == group):
                 return
             self.owned.add(rel)
+            entry: str | list[str] = rel
+            if group is not None:
+                self.groups[rel] = group
+                entry = [rel, group]
             if self.storage.is_local:
                 if self._fh is None:
                     p = self.storage.path(f"{JOURNAL_DIR}/{self.run_id}.jsonl")
                     os.makedirs(os.path.dirname(p), exist_ok=True)
                     self._fh = open(p, "a", encoding="utf-8", errors="surrogateescape")
                 # flushed to the OS per name: survives a kill of this process
-                self._fh.write(json.dumps(rel) + "\n")
+                self._fh.write(json.dumps(entry) + "\n")
                 self._fh.flush()
                 return
-            self._pending.append(rel)
+            self._pending.append(entry)
             due = len(self._pending) >= FLUSH_EVERY
         if due:
             self.flush()
@@ -170,7 +190,7 @@ class Ownership:
         if names:
             self._write_segment(names)
 
-    def _write_segment(self, names: list[str], tag: str | None = None) -> None:
+    def _write_segment(self, names: list, tag: str | None = None) -> None:
         with self._lock:
             self._seq += 1
             seq = self._seq
@@ -200,6 +220,7 @@ class Ownership:
         for rel in self.storage.list_files(JOURNAL_DIR):
             self.storage.remove(rel)
         self.owned.clear()
+        self.groups.clear()
         self.recorded = True  # an empty record now, not an unknown output
 
     def drop_journal_if_indexed(self) -> bool:

@@ -172,9 +172,10 @@ class Storage:
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self._lock = threading.Lock()
         self._committed: dict[str, CommittedFile] = {}
-        # Set by the run harness: told each final name before its temporary exists, so a kill
-        # at any point leaves nothing of ours that the ownership record does not name.
-        self.on_write: Callable[[str], None] | None = None
+        # Set by the run harness: told each final name (and the key of the item it belongs to,
+        # if any) before its temporary exists, so a kill at any point leaves nothing of ours
+        # that the ownership record does not name.
+        self.on_write: Callable[[str, str | None], None] | None = None
         # Whether a file already here was written by this tool (set with the ownership record);
         # without one, nothing found is ours to delete.
         self.owns: Callable[[str], bool] = _owns_nothing
@@ -228,16 +229,17 @@ class Storage:
         # object stores have no directories
 
     @contextlib.contextmanager
-    def open_atomic(self, rel: str, rows: int | None = None) -> Iterator[IO[bytes]]:
+    def open_atomic(self, rel: str, rows: int | None = None, group: str | None = None) -> Iterator[IO[bytes]]:
         """Yield a writable binary file; on clean exit it appears at ``rel``, whole.
 
         On an exception the temporary file is removed and the final name is untouched.
+        ``group``: the key of the item the file is written for (engine/ownership.py).
         """
         final = self.path(rel)
         parent = posixpath.dirname(final)
         tmp = _temp_name(final)
         if self.on_write is not None:
-            self.on_write(_check_rel(rel))
+            self.on_write(_check_rel(rel), group)
         if self.is_local:
             os.makedirs(parent, exist_ok=True)
             raw = open(tmp, "wb")
@@ -263,8 +265,8 @@ class Storage:
         self._rename(tmp, final)
         self._record(CommittedFile(_check_rel(rel), hw.nbytes, hw.sha.hexdigest(), rows))
 
-    def write_atomic(self, rel: str, data: bytes, rows: int | None = None) -> CommittedFile:
-        with self.open_atomic(rel, rows=rows) as f:
+    def write_atomic(self, rel: str, data: bytes, rows: int | None = None, group: str | None = None) -> CommittedFile:
+        with self.open_atomic(rel, rows=rows, group=group) as f:
             f.write(data)
         return self._committed[_check_rel(rel)]
 

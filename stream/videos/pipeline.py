@@ -30,6 +30,7 @@ from curastream.engine.lock import MARK_DIR
 from curastream.engine.memory import cap_arenas
 from curastream.engine.names import printable
 from curastream.engine.output import check_not_overlapping
+from curastream.engine.ownership import Ownership
 from curastream.engine.pipeline import Pipeline
 from curastream.engine.run import Run, commit_run
 from curastream.engine.run_settings import OutputSettingsError
@@ -43,7 +44,7 @@ from curastream.videos.records import video_clips
 from curastream.videos.analyze import AnalyzeStage
 from curastream.videos.clip_stage import ClipStage
 from curastream.videos.stages import SOURCE_COLUMNS, source_batch
-from curastream.writers.clip_layout import ClipLayout
+from curastream.writers.clip_layout import ClipLayout, relative_video_path
 from curastream.writers.clip_writer import ClipWriter
 from curastream.writers.rejects import read_rejects
 
@@ -165,7 +166,7 @@ def _refuse_name_clashes(storage: Storage, input_path: str, inputs: list[VideoIn
 
 
 def _write_videos(run: Run, cfg: VideoRunConfig, device, inputs: list[VideoInput], input_path: str) -> RunStats:
-    todo, prior_rejects = resume_todo(cfg, run.storage, run.resuming, input_path, inputs)
+    todo, prior_rejects = resume_todo(cfg, run.storage, run.resuming, input_path, inputs, run.output.ownership)
     writer = clip_writer(cfg, input_path, run.storage)
     progress = run.start_progress(len(todo), "video", sizes=[i.size for i in todo])
     sink = VideoRunSink(cfg, run.storage, writer, run.stats, prior_rejects, run.emitter, progress)
@@ -176,9 +177,10 @@ def _write_videos(run: Run, cfg: VideoRunConfig, device, inputs: list[VideoInput
 
 
 def resume_todo(cfg: VideoRunConfig, storage: Storage, resuming: bool, input_path: str,
-                inputs: list[VideoInput]) -> tuple[list[VideoInput], list[dict]]:
+                inputs: list[VideoInput], ownership: Ownership) -> tuple[list[VideoInput], list[dict]]:
     """The videos still to do and the rejects to keep; on a resume the done ones' files are
-    adopted into this run's index."""
+    adopted into this run's index, and what a killed run left of a video done again is removed
+    first: the redo writes its files afresh, and a video rejected this time keeps none."""
     prior_rejects: list[dict] = []
     todo = inputs
     if resuming:
@@ -186,12 +188,19 @@ def resume_todo(cfg: VideoRunConfig, storage: Storage, resuming: bool, input_pat
         done = [i for i in inputs if ClipWriter.is_video_done(cfg.output, input_path, i.path, cfg.storage_options)]
         done_set = {i.path for i in done}
         todo = [i for i in inputs if i.path not in done_set]
-        for rel in storage.list_files():
-            if storage.owns(rel):  # foreign files kept in the output are not listed as ours
+        present = storage.list_files()
+        left = set(ownership.files_of({relative_video_path(input_path, i.path) for i in todo})) & set(present)
+        for rel in sorted(left):
+            storage.remove(rel)
+        for rel in present:
+            if rel not in left and storage.owns(rel):  # foreign files kept in the output are not listed as ours
                 storage.adopt(rel)
         retried = {printable(i.path) for i in todo}  # judged again in this run
         prior_rejects = [r for r in read_rejects(storage) if r["source"] not in retried]
         log.info("resume: %d of %d videos already done", len(done), len(inputs))
+        if left:
+            log.info("resume: removed %d file(s) an interrupted run wrote for the %d videos done again",
+                     len(left), len(todo))
     return todo, prior_rejects
 
 
