@@ -4,8 +4,8 @@ Seventh stop: what is left above a single pass is arena fragmentation (small liv
 spread over pages no trim can return: 138-209 MB resident on 74-144 MB in use, a trim giving
 back 0-17 MB), level after two or three passes, plus short spikes between a free and the next
 trim. The heap in use peaks at 204-215 MB in every pass of a 10x run. A 1 MiB or 256 KiB mmap
-threshold, ``PYTHONMALLOC=malloc``, one arena, and a budget on large encoders were measured
-and not kept (docs/PERFORMANCE.md, "Seventh stop").
+threshold, ``PYTHONMALLOC=malloc``, one arena, a budget on large encoders and a trim at every
+encoder close were measured and not kept (docs/PERFORMANCE.md, "Seventh stop").
 
 Sixth stop (2026-12-03, an Intel machine; the fifth stop's was AMD). :class:`HeapTrimmer` now
 also trims as soon as the resident set has grown 32 MB since its last trim (checked every
