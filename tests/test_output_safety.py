@@ -448,6 +448,7 @@ def test_s3_overwrite_keeps_foreign_objects(s3_url, tmp_path):
     assert {f["path"] for f in index["files"]} == set(names) - {"index.json", "README"}
 
 
+@pytest.mark.slow
 def test_s3_journal_names_the_video_each_file_was_written_for(s3_url):
     """The same record on an object store, where the journal is written as segments."""
     from curastream.engine.storage import Storage
