@@ -7,8 +7,7 @@ import pickle
 
 import numpy as np
 
-from curastream.writers.clip_layout import (CLIPS_DIR, FILTERED_CLIPS_DIR, METAS_DIR, PREVIEWS_DIR, dumps,
-                                            relative_video_path)
+from curastream.writers.clip_layout import CLIPS_DIR, FILTERED_CLIPS_DIR, METAS_DIR, PREVIEWS_DIR, dumps
 from curastream.writers.clip_meta import clip_windows, meta_doc
 from curastream.writers.clip_model import ClipRecord, VideoRecord
 from curastream.writers.clip_summary import ClipOutcome
@@ -25,12 +24,12 @@ class ClipFiles:
         d = FILTERED_CLIPS_DIR if filtered else CLIPS_DIR
         return f"{d}/{uid[:2]}/{uid}.mp4" if self.clip_subdirs else f"{d}/{uid}.mp4"
 
-    def _write_clip(self, clip: ClipRecord, video: VideoRecord) -> ClipOutcome:
+    def _write_clip(self, clip: ClipRecord, video: VideoRecord, key: str) -> ClipOutcome:
+        """``key``: the video's path under input_path, which every file is journaled under."""
         passed = not clip.filtered_by
         out = ClipOutcome(clip.uuid, passed, list(clip.filtered_by), clip.duration)
         errors = dict(clip.errors)
         write_files = not self.dry_run
-        key = relative_video_path(self.input_path, video.path)  # every file journaled as this video's
 
         # Curator records where the clip goes whether or not it is uploaded (upload_clips=False
         # still encodes: the metas keep the clip's own facts, only the MP4 is not written).

@@ -316,7 +316,7 @@ class ClipWriter(ClipLayout, ClipFiles, Sink):
     def _run_clip(self, job: _ChunkJob, i: int) -> None:
         """Pool task: write one clip; the chunk's last clip to finish writes the chunk's files."""
         try:
-            job.outcomes[i] = self._write_clip(job.chunk.clips[i], job.video)
+            job.outcomes[i] = self._write_clip(job.chunk.clips[i], job.video, job.st.rel)
         except _Stopped:
             job.failed = True
         except BaseException as e:  # noqa: BLE001 - handed to the caller via commit/write_chunk
