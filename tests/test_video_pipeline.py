@@ -383,17 +383,20 @@ def test_decode_budget_never_pairs_two_large_videos():
 
 @pytest.mark.slow
 def test_video_runs_cap_arenas_and_trim_the_heap_while_they_cut(samples, tmp_path, monkeypatch):
+    from curastream.engine.huge_pages import huge_pages_disabled
     from curastream.engine.memory import HeapTrimmer
     from curastream.videos import clip_stage
     from curastream.videos import pipeline as video_pipeline
 
     vids, _ = samples
     trimmer = HeapTrimmer(period_s=0.01)
-    running = []
+    running, no_huge_pages = [], []
     cut = clip_stage.cut_exact
+    before = huge_pages_disabled()
 
     def watched_cut(*a, **kw):
         running.append(trimmer._thread is not None and trimmer._thread.is_alive())
+        no_huge_pages.append(huge_pages_disabled())
         return cut(*a, **kw)
 
     capped = []
@@ -405,3 +408,5 @@ def test_video_runs_cap_arenas_and_trim_the_heap_while_they_cut(samples, tmp_pat
     assert capped == [2]  # the run's threads share two malloc arenas (engine/memory.py)
     assert running == [True]  # the trimmer ran during the cut
     assert trimmer._thread is None and trimmer.trims >= 1  # and stopped with the run
+    if before is not None:  # Linux: huge pages off during the cut, the process's setting back after
+        assert no_huge_pages == [True] and huge_pages_disabled() is before

@@ -14,6 +14,7 @@ import numpy as np
 from curastream.config import VideoRunConfig
 from curastream.engine.batch import Batch, ok_rows
 from curastream.engine.device import Device
+from curastream.engine.huge_pages import HUGE_PAGES
 from curastream.engine.memory import HEAP_TRIMMER, trim
 from curastream.engine.names import printable
 from curastream.engine.pipeline import Stage
@@ -53,13 +54,16 @@ class ClipStage(Stage):
 
     def open(self) -> None:
         # Cuts free big buffers clip by clip: handed back while the run grows and every half
-        # second, not only when a video ends (engine/memory.py).
+        # second, not only when a video ends (engine/memory.py). Huge pages would keep much of
+        # what a trim hands back resident (engine/huge_pages.py).
+        HUGE_PAGES.start()
         HEAP_TRIMMER.start()
         for m in self.models:  # once; the stage's workers share them
             m.load(model_device(m, self.device))
 
     def close(self) -> None:
         HEAP_TRIMMER.stop()
+        HUGE_PAGES.stop()
 
     def process(self, b: Batch) -> Batch:
         records: list[list[ClipRecord]] = [Held() for _ in range(b.num_rows)]
