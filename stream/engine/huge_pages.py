@@ -5,13 +5,13 @@ more, and NumPy on every array of 4 MB or more. The hint stays on that stretch o
 after the buffer is freed: a small block glibc later puts there makes a whole 2 MB page
 resident, and khugepaged merges pages a trim handed back into 2 MB pages again (a merge needs a
 single 4 KB page of the 512 in use). Sampled through a 10x fixed-split ``bench_videos --memory``
-run, the process held 58-172 MB of huge pages, and the memory resident but not in use by malloc
-grew from 100 MB (first block of videos) to 160 MB (last); with huge pages off it stayed at
-60-110 MB (docs/PERFORMANCE.md, "Eighth stop").
+run, the process held 58-172 MB of huge pages, and the anonymous memory not in use by malloc
+grew from 100 MB (first block of videos) to 160 MB (last); with huge pages off it was 69-75 MB
+in the first block and 82-115 MB from the third on, level (docs/PERFORMANCE.md, "Eighth stop").
 
-``prctl(PR_SET_THP_DISABLE)`` is the process's switch (Linux 3.15+); the guard sets it while
-any video pipeline runs and restores what was there before, so an embedding program gets its
-setting back.
+``prctl(PR_SET_THP_DISABLE)`` is the process's switch (Linux 3.15+). The guard sets it while a
+clip stage is open and then restores what was there before, so an embedding program gets its
+setting back; in the meantime its own big buffers get no huge pages either.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _prctl(option: int, arg: int = 0) -> int | None:
         _prctl_fn = False
         if sys.platform.startswith("linux"):
             try:
-                fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+                fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl
                 fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
                 fn.restype = ctypes.c_int
                 _prctl_fn = fn
