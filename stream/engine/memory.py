@@ -4,9 +4,9 @@ Eighth stop: most of what the seventh stop took for fragmentation was transparen
 libx264 and NumPy ask for them on big buffers; the hint outlives the buffer, and pages a trim
 handed back came back as 2 MB pages. :mod:`curastream.engine.huge_pages` turns them off while a
 clip stage runs. Medians of three, fixed split 10x/1x: 423 -> 477 MB (1.13x) before; after,
-386 -> 424 (1.098x) and, measured again, 377 -> 450 (1.19x, one block's spike); scenes
-520 -> 553 (1.06x). No block series grows any more; no throughput cost (docs/PERFORMANCE.md,
-"Eighth stop").
+386 -> 424 (1.098x), 377 -> 450 (1.19x) and 382 -> 468 (1.22x): levels 2-11% lower, the
+ratio no better within the noise of a set (it reads single-block spikes); scenes 520 -> 553
+(1.06x). No throughput cost (docs/PERFORMANCE.md, "Eighth stop").
 
 Seventh stop: what is left above a single pass is arena fragmentation (small live blocks
 spread over pages no trim can return: 138-209 MB resident on 74-144 MB in use, a trim giving
