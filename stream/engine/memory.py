@@ -1,6 +1,6 @@
 """Keep a video run's memory flat: hand freed heap pages back, and let few malloc arenas hold them.
 
-Eighth stop: most of what the seventh stop took for fragmentation was transparent huge pages.
+Eighth stop: much of what the seventh stop took for fragmentation was transparent huge pages.
 libx264 and NumPy ask for them on big buffers; the hint outlives the buffer, and pages a trim
 handed back came back as 2 MB pages. :mod:`curastream.engine.huge_pages` turns them off while a
 clip stage runs. Medians of three, fixed split 10x/1x: 423 -> 477 MB (1.13x) before; after,
