@@ -136,3 +136,52 @@ def test_cap_arenas_limits_the_heaps_threads_get(how, most):
         assert got > 2  # the control: without the cap, a dozen threads spread over more arenas
     else:
         assert got <= most
+
+
+# Where a freed 2 MiB block goes, read from glibc's own count of mmapped bytes (hblkhd): after
+# an 8 MiB block is freed, the sliding threshold keeps 2 MiB blocks in the heap (the control);
+# pinned, each is its own mapping, gone from the process the moment it is freed; released, the
+# heap takes them again. The threshold decides only where the heap must grow: free room already
+# in an arena is used first, so each probe starts from a trimmed heap.
+_MMAP_SCRIPT = r"""
+import ctypes, ctypes.util
+from curastream.engine.memory import MmapThresholdPin
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+class MI(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc.mallinfo2.restype = MI
+libc.malloc_trim.argtypes = [ctypes.c_size_t]
+def mapped_while_held():
+    libc.malloc_trim(0)  # a free chunk big enough would be reused whatever the threshold
+    before = libc.mallinfo2().hblkhd
+    p = libc.malloc(2 << 20)
+    held = libc.mallinfo2().hblkhd - before
+    libc.free(p)
+    return held, libc.mallinfo2().hblkhd - before
+libc.free(libc.malloc(8 << 20))  # glibc slides its threshold up to a freed mapping's size
+out = [mapped_while_held()]
+pin = MmapThresholdPin()
+pin.start(); pin.start(); pin.stop()  # nested: still pinned after the inner stop
+out.append(mapped_while_held())
+pin.stop()
+out.append(mapped_while_held())
+print(out)
+"""
+
+
+def test_a_pinned_mmap_threshold_hands_big_blocks_back_as_they_are_freed():
+    import ast
+    import ctypes.util
+    import subprocess
+
+    libc = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or libc is None or not hasattr(ctypes.CDLL(libc), "mallinfo2"):
+        pytest.skip("glibc's mallinfo2 is needed to see where blocks come from")
+    sliding, pinned, released = ast.literal_eval(subprocess.run(
+        [sys.executable, "-c", _MMAP_SCRIPT], capture_output=True, text=True, check=True, timeout=60).stdout)
+    assert sliding == (0, 0), "the control: after a big free, 2 MiB blocks come from the heap"
+    assert pinned[0] >= 2 << 20 and pinned[1] == 0, "pinned: a 2 MiB block is mapped, and unmapped on free"
+    assert released == (0, 0), "after the last stop, the heap takes them again"

@@ -388,18 +388,34 @@ def test_video_runs_cap_arenas_and_trim_the_heap_while_they_cut(samples, tmp_pat
     from curastream.videos import clip_stage
     from curastream.videos import pipeline as video_pipeline
 
+    from curastream.videos.work_budget import WorkBudget
+
     vids, _ = samples
     trimmer = HeapTrimmer(period_s=0.01)
-    running, no_huge_pages = [], []
+    running, no_huge_pages, pinned, held = [], [], [], []
     cut = clip_stage.cut_exact
     before = huge_pages_disabled()
+    budgets = []
+
+    class RecordingBudget(WorkBudget):
+        def __init__(self):
+            super().__init__()
+            self.shares = []
+            budgets.append(self)
+
+        def hold(self, est, *, cut=False):
+            self.shares.append((cut, est))
+            return super().hold(est, cut=cut)
 
     def watched_cut(*a, **kw):
         running.append(trimmer._thread is not None and trimmer._thread.is_alive())
         no_huge_pages.append(huge_pages_disabled())
+        pinned.append(clip_stage.MMAP_THRESHOLD._users)
+        held.append(budgets[0].used)
         return cut(*a, **kw)
 
     capped = []
+    monkeypatch.setattr(video_pipeline, "WorkBudget", RecordingBudget)
     monkeypatch.setattr(clip_stage, "HEAP_TRIMMER", trimmer)
     monkeypatch.setattr(clip_stage, "cut_exact", watched_cut)
     monkeypatch.setattr(video_pipeline, "cap_arenas", capped.append)
@@ -408,5 +424,10 @@ def test_video_runs_cap_arenas_and_trim_the_heap_while_they_cut(samples, tmp_pat
     assert capped == [2]  # the run's threads share two malloc arenas (engine/memory.py)
     assert running == [True]  # the trimmer ran during the cut
     assert trimmer._thread is None and trimmer.trims >= 1  # and stopped with the run
+    assert pinned == [1] and clip_stage.MMAP_THRESHOLD._users == 0  # big blocks mapped while it cut
+    # one work budget for both stages: the decode and the cut each held a share, handed back after
+    (budget,) = budgets
+    assert {is_cut for is_cut, est in budget.shares if est > 0} == {True, False}
+    assert held[0] > 0 and budget.used == 0
     if before is not None:  # Linux: huge pages off during the cut, the process's setting back after
         assert no_huge_pages == [True] and huge_pages_disabled() is before

@@ -1,5 +1,16 @@
 """Keep a video run's memory flat: hand freed heap pages back, and let few malloc arenas hold them.
 
+Ninth stop (2026-12-04): the fixed split's spikes were work in flight, not fragmentation. Two
+720p cuts with their encoders open while both analysis workers decoded 720p held 358 MB of heap,
+against 254 MB at the single pass's highest; ``videos/work_budget.py`` now admits decodes and
+cuts against one budget. And :class:`MmapThresholdPin` pins the mmap threshold at 1 MiB while
+a clip stage is open, so big blocks go back when freed instead of at the next trim (the older
+paragraphs below say why pinning was dropped before: its cost at 64 KiB, and at 1 MiB a ratio
+no better while the spikes were still there). Fixed split, 10x / 1x, medians of three: budget
+alone 388 -> 439 MB (1.13x), pin alone 363 -> 419 (1.16x), both 366 -> 392 (1.07x) and, as
+kept, 365 -> 395 (1.08x), block peaks 355-395; no throughput cost beyond the noise
+(docs/PERFORMANCE.md, "Ninth stop").
+
 Eighth stop: much of what the seventh stop took for fragmentation was transparent huge pages.
 libx264 and NumPy ask for them on big buffers; the hint outlives the buffer, and pages a trim
 handed back came back as 2 MB pages. :mod:`curastream.engine.huge_pages` turns them off while a
@@ -142,6 +153,8 @@ def trim() -> None:
 
 
 M_ARENA_MAX = -8  # glibc's malloc.h
+M_MMAP_THRESHOLD = -3
+M_TRIM_THRESHOLD = -1
 
 
 def cap_arenas(n: int) -> bool:
@@ -236,3 +249,55 @@ class HeapTrimmer:
 
 # One per process: pipelines running side by side share it (start/stop nest).
 HEAP_TRIMMER = HeapTrimmer()
+
+
+# Blocks from 1 MiB up (x264's pictures, decoders' frame pools, stacked chunks) get their own
+# mappings, returned to the system the moment they are freed. Where glibc's sliding threshold
+# put them in the arenas, a 10x fixed run's block peaks read 367-503 MB against a 1x run's
+# 370-408 (eighth stop); pinned, 364-390 against 357-371 (ninth stop, with the work budget).
+PINNED_MMAP_THRESHOLD = 1 << 20
+# glibc cannot go back to its sliding threshold once one is set: after a run, blocks up to
+# where the sliding one tops out (32 MiB on 64-bit) come from the arenas again, and free()
+# keeps up to twice that at the heap's top, as the sliding rule would. Without the second
+# setting, image runs after a video run in one process took 3.0-3.2 s instead of 2.8-3.0 s
+# (600 images from tars, three runs per process, two processes each way; ninth stop).
+RELEASED_MMAP_THRESHOLD = 32 << 20
+RELEASED_TRIM_THRESHOLD = 2 * RELEASED_MMAP_THRESHOLD
+
+
+class MmapThresholdPin:
+    """Pins malloc's mmap threshold on the first of nested starts; the last stop sets it to
+    :data:`RELEASED_MMAP_THRESHOLD` (and the trim threshold to :data:`RELEASED_TRIM_THRESHOLD`).
+
+    A freed block below the threshold stays in its arena until a trim, and beside it new
+    blocks land wherever the arena has room: what a long run holds then depends on when the
+    trims came. Above the threshold, where the heap must grow for it, a block gets its own
+    mapping and is unmapped when freed (free room already in an arena is used first). Each
+    such block costs a mapping and its page faults; the analysis frames and previews, a few
+    hundred KB each, stay below 1 MiB. Measured cost: none beyond the noise in bench_videos'
+    clip and analysis rows (ninth stop); 64 KiB cost 30% at the first pass of issue 11.
+    """
+
+    def __init__(self, threshold: int = PINNED_MMAP_THRESHOLD):
+        self.threshold = threshold
+        self._users = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            self._users += 1
+            libc = _glibc()
+            if self._users == 1 and libc is not None:
+                libc.mallopt(M_MMAP_THRESHOLD, self.threshold)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._users = max(0, self._users - 1)
+            libc = _glibc()
+            if self._users == 0 and libc is not None:
+                libc.mallopt(M_MMAP_THRESHOLD, RELEASED_MMAP_THRESHOLD)
+                libc.mallopt(M_TRIM_THRESHOLD, RELEASED_TRIM_THRESHOLD)
+
+
+# One per process, like the trimmer: the threshold is the process's.
+MMAP_THRESHOLD = MmapThresholdPin()

@@ -1,7 +1,8 @@
 """The analysis stage: one probe and one decode per video feed every kernel (shots, motion, frame
 scores, previews and, in single-pass re-encode, the clip encoders), because decoding is the dear
 part of a video run and doing it once is what keeps the run fast. Its workers admit decodes
-by frame size (videos/pixel_budget.py), since only this stage decodes whole videos.
+by frame size (videos/pixel_budget.py), since only this stage decodes whole videos, and by
+their estimated memory beside the clip stage's cuts (videos/work_budget.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from curastream.videos.decode import VideoDecodeError, iter_analysis_frames
 from curastream.videos.gpu_decode import iter_analysis_frames_gpu, max_sessions
 from curastream.videos.pixel_budget import PixelBudget
 from curastream.videos.read_ahead import read_ahead
+from curastream.videos.work_budget import WorkBudget, decode_bytes
 from curastream.videos.probe import VideoInfo, VideoProbeError
 from curastream.videos.records import Held
 from curastream.videos.stages import (
@@ -76,9 +78,12 @@ class AnalyzeStage(Stage):
     provides = ("status", "reject_stage", "reject_reason", *PROBE_COLUMNS, "decode_errors", "analysis_s",
                 "motion_method", "warnings")
 
-    def __init__(self, cfg: VideoRunConfig, device: Device, span_range: tuple[int, int] | None = None):
+    def __init__(self, cfg: VideoRunConfig, device: Device, span_range: tuple[int, int] | None = None,
+                 work: WorkBudget | None = None):
         self.cfg = cfg
         self.device = device
+        # shared with the clip stage by the pipeline, so that decodes wait while cuts fill it
+        self.work = work or WorkBudget()
         # (i, j): analyse fixed spans i..j-1 only, decoding just their part (a Ray task's share
         # of a long video, distributed/video_plan.py); None: the whole video
         self.span_range = span_range
@@ -140,8 +145,11 @@ class AnalyzeStage(Stage):
                                  f"{info.display_width}x{info.display_height}) has a side under {MIN_SIDE} px")
             return waited
         side["probe"][i] = info
+        est = decode_bytes(info, self.cfg, on_gpu=self.device.is_gpu, single_pass=self._single_pass())
         try:
-            with self._budget.hold(info.width * info.height) as waited:
+            # the pixel budget first, in every worker: a worker waiting for it holds no work share
+            with self._budget.hold(info.width * info.height) as waited_px, self.work.hold(est) as waited_work:
+                waited = waited_px + waited_work
                 res = self._analyze(path, info)
         except VideoDecodeError as err:
             e.reject(i, "decode", str(err))
@@ -178,6 +186,11 @@ class AnalyzeStage(Stage):
         e.set("warnings", i, "\n".join(warnings) or None)
         return waited
 
+    def _single_pass(self) -> bool:
+        """Whether the analysis decode also feeds the clip encoders (fixed spans, --reencode, CPU)."""
+        cfg = self.cfg
+        return cfg.split == "fixed" and cfg.clip_mode == "reencode" and not cfg.dry_run and not self.device.is_gpu
+
     def _analyze(self, path: str, info: VideoInfo):
         cfg = self.cfg
         fps = info.fps
@@ -204,8 +217,7 @@ class AnalyzeStage(Stage):
             if self.span_range is not None:
                 spans, window = _span_window(spans, *self.span_range)
             # upload_clips=False still encodes, as Curator does: the metas keep the clip's facts.
-            if cfg.clip_mode == "reencode" and not cfg.dry_run and not self.device.is_gpu:
-                # single pass: the decode that feeds the kernels also feeds the encoders
+            if self._single_pass():  # the decode that feeds the kernels also feeds the encoders
                 on_frame = _Feeder(spans, info, cfg)
         score_frames, preview_frames = Held(), Held()
         decode_errors = 0

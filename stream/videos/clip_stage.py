@@ -15,7 +15,7 @@ from curastream.config import VideoRunConfig
 from curastream.engine.batch import Batch, ok_rows
 from curastream.engine.device import Device
 from curastream.engine.huge_pages import HUGE_PAGES
-from curastream.engine.memory import HEAP_TRIMMER, trim
+from curastream.engine.memory import HEAP_TRIMMER, MMAP_THRESHOLD, trim
 from curastream.engine.names import printable
 from curastream.engine.pipeline import Stage
 from curastream.kernels.image_scores import score_batch
@@ -34,6 +34,7 @@ from curastream.videos.probe import VideoInfo
 from curastream.videos.records import Held, clip_rows, clips_column
 from curastream.videos.smart_cut import cut_exact
 from curastream.videos.stages import ANALYSIS_SIDECAR, _unjpeg, failure_reason
+from curastream.videos.work_budget import WorkBudget, cut_bytes
 from curastream.writers.clip_model import ClipRecord
 
 log = logging.getLogger(__name__)
@@ -46,23 +47,28 @@ class ClipStage(Stage):
     requires = ("video", "status", "fps", "motion_method")
     provides = ("clips", "reject_stage", "reject_reason")
 
-    def __init__(self, cfg: VideoRunConfig, workers: int = 2, device: Device | None = None):
+    def __init__(self, cfg: VideoRunConfig, workers: int = 2, device: Device | None = None,
+                 work: WorkBudget | None = None):
         self.cfg = _with_plugins(cfg)
         self.workers = workers
+        self.work = work or WorkBudget()  # shared with the analysis stage by the pipeline
         self.models = make_models(cfg.models)
         self.device = device or Device("cpu", None)
 
     def open(self) -> None:
-        # Cuts free big buffers clip by clip: handed back while the run grows and every half
-        # second, not only when a video ends (engine/memory.py). Huge pages would keep much of
-        # what a trim hands back resident (engine/huge_pages.py).
+        # Cuts free big buffers clip by clip: the biggest go back as they are freed (a pinned
+        # mmap threshold), the rest while the run grows and every half second, not only when a
+        # video ends (engine/memory.py). Huge pages would keep much of what a trim hands back
+        # resident (engine/huge_pages.py).
         HUGE_PAGES.start()
+        MMAP_THRESHOLD.start()
         HEAP_TRIMMER.start()
         for m in self.models:  # once; the stage's workers share them
             m.load(model_device(m, self.device))
 
     def close(self) -> None:
         HEAP_TRIMMER.stop()
+        MMAP_THRESHOLD.stop()
         HUGE_PAGES.stop()
 
     def process(self, b: Batch) -> Batch:
@@ -70,7 +76,9 @@ class ClipStage(Stage):
         e = None
         for i in ok_rows(b):
             try:
-                records[i] = self._video(b, i)
+                est = cut_bytes(b.sidecar["probe"][i], self.cfg, media_made=b.sidecar["media"][i] is not None)
+                with self.work.hold(est, cut=True):
+                    records[i] = self._video(b, i)
             except Exception as err:  # noqa: BLE001 - incl. MemoryError: one video, not the run
                 log.warning("clips of %s failed", printable(b.values("video")[i]), exc_info=True)
                 e = e or b.edit()

@@ -43,6 +43,7 @@ from curastream.videos.sources import VideoInput, list_video_inputs
 from curastream.videos.records import video_clips
 from curastream.videos.analyze import AnalyzeStage
 from curastream.videos.clip_stage import ClipStage
+from curastream.videos.work_budget import WorkBudget
 from curastream.videos.stages import SOURCE_COLUMNS, source_batch
 from curastream.writers.clip_layout import ClipLayout, relative_video_path
 from curastream.writers.clip_writer import ClipWriter
@@ -65,7 +66,9 @@ def _pipeline(inputs: Iterable[VideoInput], cfg: VideoRunConfig, device, span_ra
               **kw) -> Pipeline:
     """span_range: fixed spans i..j-1 of each input only (a Ray task's part of a long video)."""
     cap_arenas(VIDEO_ARENAS)  # before the stages start their threads (engine/memory.py)
-    return Pipeline(_source(inputs), [AnalyzeStage(cfg, device, span_range), ClipStage(cfg, device=device)],
+    work = WorkBudget()  # one for both stages: decodes wait while cuts fill it (videos/work_budget.py)
+    return Pipeline(_source(inputs), [AnalyzeStage(cfg, device, span_range, work=work),
+                                      ClipStage(cfg, device=device, work=work)],
                     schema=VIDEO_SCHEMA, source_columns=SOURCE_COLUMNS, queue_items=2, **kw)
 
 
