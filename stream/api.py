@@ -8,7 +8,11 @@ One process-wide effect to know when embedding: on glibc, the first video run or
 the process's malloc arenas at two for the rest of its life, because per-thread arenas kept a
 long video run's freed frames resident (``engine/memory.py`` has the numbers). Image runs
 after a video run in the same process were no slower for it (600 images from tars, 3 runs in
-each of 3 processes: medians 4.36-4.40 s capped, 4.50-4.57 s uncapped).
+each of 3 processes: medians 4.36-4.40 s capped, 4.50-4.57 s uncapped). While a video run cuts,
+the process also runs with transparent huge pages off (``engine/huge_pages.py``; the earlier
+setting comes back after) and malloc's mmap threshold pinned at 1 MiB (afterwards 32 MiB, since
+glibc cannot return to its sliding threshold); image runs after one took 2.84-2.89 s against
+2.98-3.01 s in a process that never pinned (ninth stop).
 """
 
 from __future__ import annotations

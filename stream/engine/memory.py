@@ -252,9 +252,9 @@ HEAP_TRIMMER = HeapTrimmer()
 
 
 # Blocks from 1 MiB up (x264's pictures, decoders' frame pools, stacked chunks) get their own
-# mappings, returned to the system the moment they are freed. Where glibc's sliding threshold
-# put them in the arenas, a 10x fixed run's block peaks read 367-503 MB against a 1x run's
-# 370-408 (eighth stop); pinned, 364-390 against 357-371 (ninth stop, with the work budget).
+# mappings, returned to the system the moment they are freed. With glibc's sliding threshold
+# the 1x fixed runs read 370-408 MB (eighth stop); pinned, 358-371, and with the work budget
+# beside it a 10x run's block peaks 355-395 (ninth stop; the pin alone left spikes to 445).
 PINNED_MMAP_THRESHOLD = 1 << 20
 # glibc cannot go back to its sliding threshold once one is set: after a run, blocks up to
 # where the sliding one tops out (32 MiB on 64-bit) come from the arenas again, and free()
@@ -292,7 +292,9 @@ class MmapThresholdPin:
 
     def stop(self) -> None:
         with self._lock:
-            self._users = max(0, self._users - 1)
+            if self._users == 0:  # a stop without its start: a process that never pinned keeps glibc's rule
+                return
+            self._users -= 1
             libc = _glibc()
             if self._users == 0 and libc is not None:
                 libc.mallopt(M_MMAP_THRESHOLD, RELEASED_MMAP_THRESHOLD)
