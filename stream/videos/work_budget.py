@@ -86,8 +86,11 @@ class WorkBudget:
     estimate met so far; work alone is always admitted, however large, so a wait always ends.
 
     Cuts come first: the clip stage is what a default run waits on, and a cut waits only for
-    decodes (under a second each) to end; while a cut waits, no new decode starts. A worker
-    holds one share at a time and nothing waits while holding one, so no wait can close a cycle.
+    running decodes to end; while a cut waits, no new decode starts. A decode of the shared
+    media takes under a second; one of an hour-long video takes minutes, and a cut waiting on
+    it leaves its worker idle that long (not measured here: the bench's videos are short). A
+    worker holds one share at a time and nothing waits while holding one, so no wait can close
+    a cycle.
     """
 
     def __init__(self, headroom: float = HEADROOM):
