@@ -71,6 +71,16 @@ def test_a_waiting_cut_goes_before_new_decodes():
     assert budget.used == 0
 
 
+def test_a_cut_waits_for_a_long_decode_only_so_long():
+    budget = WorkBudget(cut_wait_s=0.2)  # an hour-long video's decode would hold its share for minutes
+    with budget.hold(100 * MB, cut=True), budget.hold(60 * MB):
+        late = _Holder(budget, 100 * MB, cut=True)  # 260 > 200: waits, then goes anyway
+        assert late.admitted.wait(30), "a cut waited for a decode without end"
+        assert budget.used == 260 * MB
+        late.end()
+    assert budget.used == 0
+
+
 def test_work_alone_is_admitted_however_large_and_raises_the_room_for_the_rest():
     budget = WorkBudget()
     with budget.hold(10 * MB):

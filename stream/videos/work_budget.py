@@ -29,6 +29,10 @@ MB = 1 << 20
 # work: two of the largest cuts fit (the clip stage's two workers are never held back by each
 # other), a decode beside them does not.
 HEADROOM = 2.0
+# A cut waits for running decodes at most this long, then goes anyway: a decode of the shared
+# media ends in under a second (no cut waited this long in the measured runs), one of an
+# hour-long video takes minutes, and the clip stage is what a default run waits on.
+CUT_WAIT_S = 5.0
 
 # Native bytes per pixel of one open encoder, from mallinfo2 around 60 frames (veryfast, crf 23,
 # one thread; 2026-12-04): libx264 116 MB for a 720p 4:2:0 clip (look-ahead and B-frames), 89 MB
@@ -85,16 +89,15 @@ class WorkBudget:
     """Admits work while the estimates held sum to at most :data:`HEADROOM` times the largest
     estimate met so far; work alone is always admitted, however large, so a wait always ends.
 
-    Cuts come first: the clip stage is what a default run waits on, and a cut waits only for
-    running decodes to end; while a cut waits, no new decode starts. A decode of the shared
-    media takes under a second; one of an hour-long video takes minutes, and a cut waiting on
-    it leaves its worker idle that long (not measured here: the bench's videos are short). A
-    worker holds one share at a time and nothing waits while holding one, so no wait can close
-    a cycle.
+    Cuts come first: the clip stage is what a default run waits on, so a cut waits only for
+    running decodes to end, at most ``cut_wait_s``; while a cut waits, no new decode starts.
+    A worker holds one share at a time and nothing waits while holding one, so no wait can
+    close a cycle.
     """
 
-    def __init__(self, headroom: float = HEADROOM):
+    def __init__(self, headroom: float = HEADROOM, cut_wait_s: float = CUT_WAIT_S):
         self.headroom = headroom
+        self.cut_wait_s = cut_wait_s
         self.largest = 0
         self.used = 0
         self.high = 0  # the most ever held at once (tests, stats)
@@ -115,7 +118,7 @@ class WorkBudget:
             if cut:
                 self._cuts_waiting += 1
                 try:
-                    self._cond.wait_for(lambda: self._fits(est))
+                    self._cond.wait_for(lambda: self._fits(est), timeout=self.cut_wait_s)
                 finally:
                     self._cuts_waiting -= 1
             else:
