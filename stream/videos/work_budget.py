@@ -101,7 +101,7 @@ class WorkBudget:
         self.cut_wait_s = cut_wait_s
         self.largest = 0
         self.used = 0
-        self.high = 0  # the most ever held at once (tests, stats)
+        self.high = 0  # the most ever held at once (what a test reads)
         self._cuts_waiting = 0
         self._cond = threading.Condition()
 
